@@ -1,0 +1,29 @@
+"""The ``litezoo`` command line (python-fire): ``litezoo <group> <command> [--flags]``.
+
+Commands are an explicit table, so only what is listed here is exposed. Later groups (``verify``, ``export``,
+``package``, ``visualize``) are added to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import fire
+
+from litezoo.benchmarks.networks import benchmark_networks
+from litezoo.benchmarks.training import benchmark_training
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS = {
+    "benchmark": {
+        "networks": benchmark_networks,
+        "training": benchmark_training,
+    },
+}
+
+
+def main() -> None:
+    """Entry point of ``litezoo`` and ``python -m litezoo``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fire.Fire(COMMANDS, name="litezoo")

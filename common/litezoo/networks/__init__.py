@@ -1,0 +1,63 @@
+"""The network registry: build any LiteZoo network by preset name.
+
+Example::
+
+    >>> import litezoo.networks as networks
+    >>> net = networks.create("lunet_small_4f", spatial_dims=2, in_channels=1, out_channels=3)
+    >>> "lunet_small_4f" in networks.list_presets()
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from litezoo.networks.mednext import MedNeXt
+from litezoo.networks.presets import PRESETS
+from litezoo.networks.unet import UNet
+
+__all__ = ["NETWORKS", "create", "list_presets", "preset"]
+
+NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mednext": MedNeXt}
+
+
+def list_presets() -> list[str]:
+    """Return the sorted names of every preset."""
+    return sorted(PRESETS)
+
+
+def preset(name: str) -> dict[str, Any]:
+    """Return a deep copy of preset ``name`` (``{"network": key, **kwargs}``).
+
+    Raises:
+        ValueError: ``name`` is not a preset; the message lists the valid names.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Unknown network preset {name!r}. Valid presets: {', '.join(list_presets())}.")
+    return copy.deepcopy(PRESETS[name])
+
+
+def create(
+    name: str, *, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 1, **overrides: Any
+) -> nn.Module:
+    """Build preset ``name``.
+
+    Args:
+        name: a name from :func:`list_presets`.
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: output channels (logit maps).
+        overrides: constructor arguments that replace the preset's (e.g. ``dropout=0.0``); applied to a copy.
+
+    Returns:
+        The network, in training mode. Its ``forward`` maps ``(B, in_channels, *S)`` to logits
+        ``(B, out_channels, *S)``.
+    """
+    kwargs = preset(name)
+    network = NETWORKS[kwargs.pop("network")]
+    kwargs.update(overrides)
+    return network(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs)
+

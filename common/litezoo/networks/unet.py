@@ -1,0 +1,184 @@
+"""UNet, Lean UNet (LUNet), UNet++ and LUNet++ as one composition of :mod:`litezoo.blocks.conv`.
+
+Faithful to the LUnet reference (Hassler et al., arXiv 2512.03834; spec in ``docs/architecture.md``):
+
+* encoder level ``i``: a block of ``units`` conv units at width ``channels[i]``, max-pooled (2) between levels;
+  the last level is the bottleneck;
+* upsampling by transposed conv (k=2, s=2) to the width of the target level, then concatenation with the skip(s);
+* UNet decoder: one node per level, ``[up, skip]``; UNet++ decoder (``nested=True``): every node ``X(i, j)``,
+  ``j >= 1``, concatenates ``[X(i, 0), ..., X(i, j-1), up(X(i+1, j-1))]`` and has its own transposed conv;
+* the full-resolution output node has ``max(1, units - 1)`` units, followed by a segmenter unit (no dropout)
+  and a 1^d conv head. The network returns logits; losses apply the activation.
+
+UNet vs LUNet is only the ``channels`` tuple (doubling vs constant widths, see
+:func:`litezoo.networks.utils.width_schedule`), and UNet vs UNet++ only the ``nested`` flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+from litezoo.blocks.conv import ConvBlock, UpConcatBlock, conv_unit
+from litezoo.networks.utils import check_input
+
+__all__ = ["UNet"]
+
+
+class UNetEncoder(nn.Module):
+    """Blocks at ``channels[0..L-1]`` with max-pooling between them.
+
+    Attributes:
+        out_channels: channels of each returned feature map, full resolution first.
+    """
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, channels: Sequence[int], units: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.out_channels = tuple(channels)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
+        widths = (in_channels, *channels)
+        self.blocks = nn.ModuleList(
+            ConvBlock(spatial_dims, widths[i], widths[i + 1], units, dropout) for i in range(len(channels))
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return ``L`` feature maps; level ``i`` is ``(B, channels[i], *S / 2**i)``."""
+        features: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                x = self.pool(x)
+            x = block(x)
+            features.append(x)
+        return features
+
+
+class UNetDecoder(nn.Module):
+    """Plain U-Net decoder: from the bottleneck up, one :class:`UpConcatBlock` per level with ``[up, skip]``."""
+
+    def __init__(self, spatial_dims: int, channels: Sequence[int], units: int, dropout: float) -> None:
+        super().__init__()
+        levels = len(channels)
+        self.nodes = nn.ModuleList(
+            UpConcatBlock(
+                spatial_dims,
+                channels[i + 1],
+                channels[i],
+                channels[i],
+                max(1, units - 1) if i == 0 else units,
+                dropout,
+                up_first=True,
+            )
+            for i in range(levels - 2, -1, -1)
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Map the encoder features (full resolution first) to ``(B, channels[0], *S)``."""
+        x = features[-1]
+        level = len(features) - 2
+        for node in self.nodes:
+            x = node(x, [features[level]])
+            level -= 1
+        return x
+
+
+class NestedDecoder(nn.Module):
+    """UNet++ decoder: every node ``X(i, j)``, ``j = 1..L-1``, ``i = 0..L-1-j``, computed column by column."""
+
+    def __init__(self, spatial_dims: int, channels: Sequence[int], units: int, dropout: float) -> None:
+        super().__init__()
+        levels = len(channels)
+        nodes = []
+        rows = []
+        for j in range(1, levels):
+            for i in range(levels - j):
+                last = i == 0 and j == levels - 1
+                nodes.append(
+                    UpConcatBlock(
+                        spatial_dims,
+                        channels[i + 1],
+                        j * channels[i],
+                        channels[i],
+                        max(1, units - 1) if last else units,
+                        dropout,
+                        up_first=False,
+                    )
+                )
+                rows.append(i)
+        self.nodes = nn.ModuleList(nodes)
+        self.rows = rows
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Map the encoder features (column ``j = 0``) to ``X(0, L-1)``, ``(B, channels[0], *S)``."""
+        grid: list[list[torch.Tensor]] = [[f] for f in features]
+        x = features[0]
+        for k, node in enumerate(self.nodes):
+            row = self.rows[k]
+            # Column by column, so X(row + 1, j - 1) is the last entry of the row below.
+            x = node(grid[row + 1][-1], grid[row])
+            grid[row].append(x)
+        return x
+
+
+class UNet(nn.Module):
+    """UNet / LUNet / UNet++ / LUNet++ of the LUnet reference, for 2D or 3D.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: output channels (one logit map per class).
+        channels: width of every resolution level, full resolution first; the last is the bottleneck.
+            ``(4, 8, 16, 32, 64)`` is ``unet_small_4f``, ``(4, 4, 4, 4, 4)`` is ``lunet_small_4f``.
+        units_per_block: conv units per block (2 for the small presets, 3 for the large ones).
+        dropout: channel-dropout probability of every conv unit except the segmenter
+            (the reference configs train with ``0.005``).
+        nested: ``True`` for the UNet++ decoder.
+
+    Example::
+
+        >>> net = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 4, 4))
+        >>> net(torch.zeros(1, 1, 32, 32)).shape
+        torch.Size([1, 2, 32, 32])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        units_per_block: int = 2,
+        dropout: float = 0.0,
+        nested: bool = False,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if len(channels) < 2:
+            raise ValueError(f"channels needs at least two levels (one skip and a bottleneck), got {channels}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.divisor = 2 ** (len(channels) - 1)
+        self.encoder = UNetEncoder(spatial_dims, in_channels, channels, units_per_block, dropout)
+        decoder = NestedDecoder if nested else UNetDecoder
+        self.decoder = decoder(spatial_dims, channels, units_per_block, dropout)
+        self.segmenter = conv_unit(spatial_dims, channels[0], channels[0], dropout=0.0)
+        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segment ``x``.
+
+        Args:
+            x: ``(B, in_channels, *S)``, every spatial size a multiple of ``2 ** (len(channels) - 1)``.
+
+        Returns:
+            Logits ``(B, out_channels, *S)``.
+        """
+        check_input(x, self.spatial_dims, self.in_channels, self.divisor)
+        return self.head(self.segmenter(self.decoder(self.encoder(x))))

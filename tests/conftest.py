@@ -1,0 +1,31 @@
+"""Shared fixtures of the LiteZoo test suite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every norm layer random affine parameters and (for BatchNorm) running statistics.
+
+    Fresh norms are close to the identity and hide mistakes in layer order, folding and padding.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+                if module.weight is not None:
+                    module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+                    module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+    return model
+
+
+@pytest.fixture
+def randomize_norms():
+    """The function ``randomize_norms(model, seed=0) -> model`` (in place)."""
+    return _randomize_norms
