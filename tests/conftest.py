@@ -29,3 +29,15 @@ def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 def randomize_norms():
     """The function ``randomize_norms(model, seed=0) -> model`` (in place)."""
     return _randomize_norms
+
+
+def spatial_shapes(divisor: int, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Two different, small spatial shapes a network with this ``divisor`` accepts.
+
+    Non-cubic where that is cheap; for networks whose divisor makes even one step large (LV-UNet 3D: 128) a cube
+    and a cube doubled along one axis.
+    """
+    d = divisor
+    if d**dims <= 16**3:
+        return (d, 3 * d, d)[:dims], (3 * d, d, 2 * d)[:dims]
+    return (d,) * dims, (2 * d,) + (d,) * (dims - 1)

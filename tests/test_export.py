@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from litezoo import networks
+from conftest import spatial_shapes
+
 from litezoo.export import example_input, max_abs_difference, onnx_runner, to_onnx, to_torchscript
 
 CASES = [(name, dims) for name in networks.list_presets() for dims in (2, 3)]
@@ -13,12 +15,10 @@ TOLERANCE = 1e-4
 
 
 def _inputs(model):
-    """Two inputs of other batch and spatial sizes than the export example, both non-cubic."""
-    d, dims = model.divisor, model.spatial_dims
-    return [
-        torch.randn(1, model.in_channels, *(d, 3 * d, d)[:dims]),
-        torch.randn(3, model.in_channels, *(3 * d, d, 2 * d)[:dims]),
-    ]
+    """Two inputs of other batch and spatial sizes than the export example."""
+    first, second = spatial_shapes(model.divisor, model.spatial_dims)
+    batch = 3 if model.divisor**model.spatial_dims <= 16**3 else 1
+    return [torch.randn(1, model.in_channels, *first), torch.randn(batch, model.in_channels, *second)]
 
 
 def _model(name, dims):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import spatial_shapes
 
 from litezoo import networks
 from litezoo.profiling import count_parameters
@@ -45,14 +46,16 @@ def test_parameter_count_matches_reference(name):
 def test_forward_backward(name, dims):
     torch.manual_seed(0)
     model = networks.create(name, spatial_dims=dims, in_channels=2, out_channels=3)
-    d = model.divisor
-    spatial = (d, 2 * d, d)[:dims]  # non-cubic on purpose
+    spatial, _ = spatial_shapes(model.divisor, dims)
     x = torch.randn(2, 2, *spatial)
-    model.train()
-    y = model(x)
-    assert y.shape == (2, 3, *spatial)
-    assert torch.isfinite(y).all()
-    y.square().mean().backward()
+    outputs = model.train()(x)
+    if isinstance(outputs, list):  # deep supervision in training: full resolution first, then coarser
+        assert len(outputs) > 1 and all(o.shape[2] < outputs[0].shape[2] for o in outputs[1:])
+    else:
+        outputs = [outputs]
+    assert outputs[0].shape == (2, 3, *spatial)
+    assert all(torch.isfinite(o).all() for o in outputs)
+    sum(o.square().mean() for o in outputs).backward()
     for param_name, param in model.named_parameters():
         assert param.grad is not None, f"{param_name} received no gradient"
         assert torch.isfinite(param.grad).all(), f"{param_name} has a non-finite gradient"

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import statistics
 import time
@@ -23,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "count_macs",
+    "count_macs_thop",
     "count_parameters",
     "interleaved_latency",
     "peak_rss_growth_mib",
@@ -51,6 +53,24 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+def count_macs_thop(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs of one forward pass as the ``thop`` package counts them (the convention of several papers).
+
+    Unlike :func:`count_macs`, thop also counts BatchNorm and a few other element-wise layers, counts transposed
+    convolutions on their *output* size and misses functional calls. Runs on a copy (thop adds buffers).
+
+    Raises:
+        ImportError: ``thop`` is not installed (``pip install litezoo[bench]``).
+    """
+    try:
+        import thop
+    except ImportError as err:
+        raise ImportError("Counting MACs the thop way needs the 'thop' package: pip install 'litezoo[bench]'.") from err
+    with torch.no_grad():
+        macs, _ = thop.profile(copy.deepcopy(model).eval(), inputs=(x,), verbose=False)
+    return int(macs)
 
 
 def interleaved_latency(

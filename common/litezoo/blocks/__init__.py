@@ -1,6 +1,20 @@
 """Dimension-generic building blocks shared by every LiteZoo network."""
 
-from litezoo.blocks.conv import ConvBlock, UpConcatBlock, conv_unit
+from litezoo.blocks.conv import BottleneckResidual, ConvBlock, UpConcatBlock, conv_norm_act, conv_unit
+from litezoo.blocks.fusible import FusibleBlock, SeriesActivation, deep_training_slope
 from litezoo.blocks.mednext import MedNeXtBlock
+from litezoo.blocks.mobilenet import InvertedResidual, SqueezeExcite
 
-__all__ = ["ConvBlock", "MedNeXtBlock", "UpConcatBlock", "conv_unit"]
+__all__ = [
+    "BottleneckResidual",
+    "ConvBlock",
+    "FusibleBlock",
+    "InvertedResidual",
+    "MedNeXtBlock",
+    "SeriesActivation",
+    "SqueezeExcite",
+    "UpConcatBlock",
+    "conv_norm_act",
+    "conv_unit",
+    "deep_training_slope",
+]

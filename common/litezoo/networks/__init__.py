@@ -15,13 +15,22 @@ from typing import Any
 
 from torch import nn
 
+from litezoo.networks.lmsc_unet import LMSCUNet
+from litezoo.networks.lsu_net import LSUNet
+from litezoo.networks.lv_unet import LVUNet
 from litezoo.networks.mednext import MedNeXt
 from litezoo.networks.presets import PRESETS
 from litezoo.networks.unet import UNet
 
-__all__ = ["NETWORKS", "create", "list_presets", "preset"]
+__all__ = ["NETWORKS", "create", "list_presets", "preset", "reparameterize"]
 
-NETWORKS: dict[str, type[nn.Module]] = {"unet": UNet, "mednext": MedNeXt}
+NETWORKS: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "mednext": MedNeXt,
+    "lmsc_unet": LMSCUNet,
+    "lsu_net": LSUNet,
+    "lv_unet": LVUNet,
+}
 
 
 def list_presets() -> list[str]:
@@ -61,3 +70,24 @@ def create(
     kwargs.update(overrides)
     return network(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs)
 
+
+def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return the deploy-mode form of ``model``: every module with a ``reparameterize()`` method is fused.
+
+    The result is in eval mode and loads into ``create(name, deploy=True)`` with ``strict=True``. Networks without
+    fusible blocks come back unchanged (but copied and in eval mode).
+
+    Args:
+        model: a trained network.
+        inplace: fuse ``model`` itself instead of a deep copy.
+
+    Raises:
+        ValueError: a block cannot be fused yet (LV-UNet before its deep-training slope reached 1).
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    for module in list(model.modules()):
+        if module is not model and hasattr(module, "reparameterize"):
+            module.reparameterize()
+    return model

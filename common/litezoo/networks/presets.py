@@ -55,4 +55,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "kernel_size": 3,
         "dropout": REFERENCE_DROPOUT,
     },
+    # Reconstructions calibrated to the papers' headline counts; the choices are documented in each module.
+    "lmsc_unet": {
+        "network": "lmsc_unet",
+        "channels": (32, 64, 112, 176),
+        "expansion": 6,
+        "blocks_per_level": 1,
+        "brb_levels": (2,),
+        "brb_reduction": 4,
+    },
+    "lsu_net": {
+        "network": "lsu_net",
+        "channels": (32, 64, 64, 128, 128),
+        "conv_levels": 3,
+        "norm_groups": 4,
+        "deep_supervision": True,
+    },
+    "lv_unet": {"network": "lv_unet", "encoder_channels": (160, 240, 480), "decoder_channels": (16, 16), "act_num": 1},
 }

@@ -1,0 +1,118 @@
+"""LMSC-UNet (Sawant et al., ICAART 2025), for 2D or 3D. No public code exists; this is a documented reconstruction.
+
+What the paper fixes: a U-Net with only three encoder levels (three skips); the first level uses standard
+convolutions, the second and third MobileNetV2 building blocks (MBB: 1x1 conv + ReLU, 3x3 depthwise + ReLU, 1x1
+linear conv, residual); the level-2 skip passes through a ResNet bottleneck residual block (BRB: 1x1 reduce, 3x3,
+1x1 expand, identity residual); the decoder is the standard U-Net decoder; Dice + Focal loss.
+
+Choices where the paper is silent (calibrated so that at 3x256x256 in and 1 class out the model has 0.91 M
+parameters and about 8.2 G MACs counted the way the paper counts, with ``thop``; see ``reference.py``):
+
+* widths ``channels=(32, 64, 112, 176)``: levels 1-3 and the bottleneck below level 3;
+* MBB expansion ``t = 6`` (MobileNetV2's default), one MBB per encoder level and one for the bottleneck (the first MBB of a level changes
+  the width, so it has no residual); BatchNorm after every conv and ReLU (not ReLU6), as the paper writes "ReLU";
+* max-pooling (2) between levels, as in U-Net;
+* standard U-Net convolutions ``3x3 conv -> BN -> ReLU``, two per block, at level 1 and in the decoder;
+  transposed-conv (k=2, s=2) upsampling and concatenation ``[up, skip]``;
+* BRB reduction ``r = 4``; ``brb_levels`` places it on any skips (the paper's Table 3 ablation; default level 2);
+* a 1x1 conv head giving logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+from litezoo.blocks.conv import BottleneckResidual, ConvBlock, UpConcatBlock
+from litezoo.blocks.mobilenet import InvertedResidual
+from litezoo.networks.utils import check_input
+
+__all__ = ["LMSCUNet"]
+
+
+class LMSCUNet(nn.Module):
+    """LMSC-UNet: standard first level, MobileNetV2 blocks deeper, bottleneck residual blocks on chosen skips.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: output channels (one logit map per class).
+        channels: widths of encoder levels 1..L-1 and of the bottleneck (last), full resolution first.
+        expansion: MobileNetV2 expansion factor ``t``.
+        blocks_per_level: MBBs per encoder level below the first (and in the bottleneck).
+        brb_levels: 1-based skip levels whose skip passes through a bottleneck residual block (``()`` for none).
+        brb_reduction: width reduction of the BRB's inner convs.
+
+    Example::
+
+        >>> LMSCUNet(2, 3, 1)(torch.zeros(1, 3, 256, 256)).shape
+        torch.Size([1, 1, 256, 256])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 112, 176),
+        expansion: int = 6,
+        blocks_per_level: int = 1,
+        brb_levels: Sequence[int] = (2,),
+        brb_reduction: int = 4,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        levels = len(channels)
+        if levels < 2 or blocks_per_level < 1:
+            raise ValueError(f"Need at least two levels and one block per level, got {channels}, {blocks_per_level}.")
+        if any(not 1 <= level < levels for level in brb_levels):
+            raise ValueError(f"brb_levels must be skip levels 1..{levels - 1}, got {tuple(brb_levels)}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.divisor = 2 ** (levels - 1)
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
+        self.first = ConvBlock(spatial_dims, in_channels, channels[0], units=2, order="NA")
+
+        def mbb_stage(c_in: int, c_out: int) -> nn.Sequential:
+            widths = [c_in] + [c_out] * blocks_per_level
+            return nn.Sequential(
+                *(
+                    InvertedResidual(spatial_dims, a, a * expansion, b, act="relu")
+                    for a, b in zip(widths[:-1], widths[1:])
+                )
+            )
+
+        self.encoder = nn.ModuleList(mbb_stage(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.skips = nn.ModuleList(
+            BottleneckResidual(spatial_dims, c, brb_reduction) if level in brb_levels else nn.Identity()
+            for level, c in enumerate(channels[:-1], start=1)
+        )
+        self.decoder = nn.ModuleList(
+            UpConcatBlock(spatial_dims, channels[i + 1], channels[i], channels[i], units=2, order="NA")
+            for i in range(levels - 2, -1, -1)
+        )
+        self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segment ``x``.
+
+        Args:
+            x: ``(B, in_channels, *S)``, every spatial size a multiple of ``2 ** (len(channels) - 1)``.
+
+        Returns:
+            Logits ``(B, out_channels, *S)``.
+        """
+        check_input(x, self.spatial_dims, self.in_channels, self.divisor)
+        x = self.first(x)
+        features = [x]
+        for stage in self.encoder:
+            x = stage(self.pool(x))
+            features.append(x)
+        skips = [skip(f) for skip, f in zip(self.skips, features[:-1])]
+        for node in self.decoder:
+            x = node(x, [skips.pop()])
+        return self.head(x)
