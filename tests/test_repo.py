@@ -44,7 +44,8 @@ def test_environment_yml_agrees_with_constraints():
     conda = _pins((ROOT / "environment.yml").read_text().splitlines())
     assert conda, "environment.yml pins nothing"
     for name, version in conda.items():
-        assert constraints.get(name) == version, f"{name}: environment.yml {version}, constraints {constraints.get(name)}"
+        pinned = constraints.get(name)
+        assert pinned == version, f"{name}: environment.yml has {version}, constraints.txt {pinned}"
     assert conda["torch"] == "2.13.0"
 
 

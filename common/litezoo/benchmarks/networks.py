@@ -56,7 +56,9 @@ def _family_table(names: list[str], explicit: bool, spatial_dims: int, size: int
             skipped.append(f"{name} (needs multiples of {model.divisor})")
             continue
         models[name] = model
-    stats = {n: {"params": count_parameters(m), "macs": count_macs(m, x), "mib": weights_mib(m)} for n, m in models.items()}
+    stats = {
+        n: {"params": count_parameters(m), "macs": count_macs(m, x), "mib": weights_mib(m)} for n, m in models.items()
+    }
     latency = _time({n: (m, x) for n, m in models.items()}, repeats)
     columns = sorted(latency)
     shape = "x".join([str(size)] * spatial_dims)

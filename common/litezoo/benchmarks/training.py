@@ -137,5 +137,6 @@ def benchmark_training(
                 ]
             )
     if ratio_rows:
-        text += ["", markdown_table(["LUNet vs UNet", "MAC ratio (UNet/LUNet)", "speed-up", "memory ratio"], ratio_rows)]
+        headers = ["LUNet vs UNet", "MAC ratio (UNet/LUNet)", "speed-up", "memory ratio"]
+        text += ["", markdown_table(headers, ratio_rows)]
     return write_report("\n".join(text), output)

@@ -4,6 +4,7 @@ from litezoo.blocks.conv import BottleneckResidual, ConvBlock, UpConcatBlock, co
 from litezoo.blocks.fusible import FusibleBlock, SeriesActivation, deep_training_slope
 from litezoo.blocks.mednext import MedNeXtBlock
 from litezoo.blocks.mobilenet import InvertedResidual, SqueezeExcite
+from litezoo.blocks.unet import NestedDecoder, UNetDecoder, UNetEncoder
 
 __all__ = [
     "BottleneckResidual",
@@ -11,8 +12,11 @@ __all__ = [
     "FusibleBlock",
     "InvertedResidual",
     "MedNeXtBlock",
+    "NestedDecoder",
     "SeriesActivation",
     "SqueezeExcite",
+    "UNetDecoder",
+    "UNetEncoder",
     "UpConcatBlock",
     "conv_norm_act",
     "conv_unit",

@@ -9,8 +9,9 @@ Choices where the paper is silent (calibrated so that at 3x256x256 in and 1 clas
 parameters and about 8.2 G MACs counted the way the paper counts, with ``thop``; see ``reference.py``):
 
 * widths ``channels=(32, 64, 112, 176)``: levels 1-3 and the bottleneck below level 3;
-* MBB expansion ``t = 6`` (MobileNetV2's default), one MBB per encoder level and one for the bottleneck (the first MBB of a level changes
-  the width, so it has no residual); BatchNorm after every conv and ReLU (not ReLU6), as the paper writes "ReLU";
+* MBB expansion ``t = 6`` (MobileNetV2's default); one MBB per encoder level below the first and one for the
+  bottleneck (the first MBB of a level changes the width, so it has no residual); BatchNorm after every conv and
+  ReLU (not ReLU6), as the paper writes "ReLU";
 * max-pooling (2) between levels, as in U-Net;
 * standard U-Net convolutions ``3x3 conv -> BN -> ReLU``, two per block, at level 1 and in the decoder;
   transposed-conv (k=2, s=2) upsampling and concatenation ``[up, skip]``;
@@ -26,9 +27,10 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-from litezoo.blocks.conv import BottleneckResidual, ConvBlock, UpConcatBlock
+from litezoo.blocks.conv import BottleneckResidual, ConvBlock
 from litezoo.blocks.mobilenet import InvertedResidual
-from litezoo.networks.utils import check_input
+from litezoo.blocks.unet import UNetDecoder
+from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["LMSCUNet"]
 
@@ -64,8 +66,7 @@ class LMSCUNet(nn.Module):
         brb_reduction: int = 4,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         levels = len(channels)
         if levels < 2 or blocks_per_level < 1:
             raise ValueError(f"Need at least two levels and one block per level, got {channels}, {blocks_per_level}.")
@@ -91,10 +92,7 @@ class LMSCUNet(nn.Module):
             BottleneckResidual(spatial_dims, c, brb_reduction) if level in brb_levels else nn.Identity()
             for level, c in enumerate(channels[:-1], start=1)
         )
-        self.decoder = nn.ModuleList(
-            UpConcatBlock(spatial_dims, channels[i + 1], channels[i], channels[i], units=2, order="NA")
-            for i in range(levels - 2, -1, -1)
-        )
+        self.decoder = UNetDecoder(spatial_dims, channels, units=2, order="NA")
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +111,4 @@ class LMSCUNet(nn.Module):
             x = stage(self.pool(x))
             features.append(x)
         skips = [skip(f) for skip, f in zip(self.skips, features[:-1])]
-        for node in self.decoder:
-            x = node(x, [skips.pop()])
-        return self.head(x)
+        return self.head(self.decoder(skips + [x]))

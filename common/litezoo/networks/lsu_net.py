@@ -12,13 +12,18 @@ Choices where the paper is silent, calibrated so that at 3x224x224 in and 4 clas
 * five encoder stages halving the size each (outputs at 1/2 .. 1/32, as UNeXt), widths
   ``channels=(32, 64, 64, 128, 128)`` (a search over widths; UNeXt's ``(16, 32, 128, 160, 256)`` gives
   2.6 M parameters with this shift block); the first ``conv_levels=3`` are LCBs with a stride-2 output conv, the
-  rest are patch embedding (3x3 conv stride 2 + BatchNorm) followed by a TSB;
+  rest are patch embedding (3x3 conv stride 2 + BatchNorm, where UNeXt uses a LayerNorm on tokens) followed by a
+  TSB; the LCB's 1x1 shortcut has stride 2 to match its strided output conv (implied, not stated);
 * the decoder mirrors it: TSBs (width ``c_k -> c_{k-1}``) then LCBs, each followed by bilinear/trilinear
   upsampling x2 and an *added* skip (UNeXt style); the last LCB works at 1/2 and is upsampled to full size;
 * the shift is S2-MLPv2's (expand x3, shift patterns (a) and (b), split attention, project) with borders keeping
   their values, generalised to ``2 * spatial_dims`` channel parts (+-each axis) in 3D; GroupNorm with 4 groups;
+* token-wise linear layers are 1^d convolutions (the same maths), so every layer counts in the MACs above;
 * six 1^d-conv deep-supervision heads, at the bottleneck (1/32) and after each decoder stage; always built, so
-  a checkpoint loads with deep supervision on or off.
+  a checkpoint loads with deep supervision on or off;
+* the multi-scale deep loss applies one loss at every scale against the label resized by nearest neighbour,
+  weighted automatically (:class:`litezoo.losses.MultiScaleLoss`); the paper's "distinct loss per level" is not
+  described, so the levels differ only in scale and learned weight.
 
 Output contract (shared with the family): in eval mode, or with ``deep_supervision=False``, one logits tensor
 ``(B, out, *S)``; in training with deep supervision, a list of logits, full resolution first, then 1/2 .. 1/32.
@@ -34,7 +39,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from litezoo.blocks.shift import LightConvBlock, OverlapPatchEmbed, TokenizedShiftBlock
-from litezoo.networks.utils import check_input
+from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["LSUNet"]
 
@@ -70,8 +75,7 @@ class LSUNet(nn.Module):
         deep_supervision: bool = True,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         levels = len(channels)
         if not 1 <= conv_levels < levels:
             raise ValueError(f"conv_levels must be in 1..{levels - 1}, got {conv_levels}.")

@@ -26,10 +26,10 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from litezoo.blocks.fusible import FusibleBlock
 from litezoo.blocks.conv import conv_norm_act
+from litezoo.blocks.fusible import FusibleBlock
 from litezoo.blocks.mobilenet import InvertedResidual
-from litezoo.networks.utils import check_input
+from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["LVUNet", "MOBILENET_V3_LARGE", "load_torchvision_encoder", "set_slope", "torchvision_key_map"]
 
@@ -93,7 +93,8 @@ def torchvision_key_map(encoder: MobileNetV3Encoder) -> dict[str, str]:
             continue
         _, index, part, rest = key.split(".", 3)
         block = encoder.blocks[int(index)]
-        parts = [name for name in ("expand", "depthwise", "se", "project") if not isinstance(getattr(block, name), nn.Identity)]
+        names = ("expand", "depthwise", "se", "project")
+        parts = [name for name in names if not isinstance(getattr(block, name), nn.Identity)]
         mapping[f"features.{int(index) + 1}.block.{parts.index(part)}.{rest}"] = key
     return mapping
 
@@ -168,8 +169,7 @@ class LVUNet(nn.Module):
         encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if len(encoder_channels) != 3 or len(decoder_channels) != 2:
             raise ValueError(
                 f"LV-UNet needs 3 encoder_channels and 2 decoder_channels, got {encoder_channels}, {decoder_channels}."

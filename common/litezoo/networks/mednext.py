@@ -19,7 +19,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from litezoo.blocks.mednext import MedNeXtBlock
-from litezoo.networks.utils import check_input
+from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["MedNeXt"]
 
@@ -55,8 +55,7 @@ class MedNeXt(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if len(channels) < 2 or any(b != 2 * a for a, b in zip(channels, channels[1:])):
             raise ValueError(f"MedNeXt channels must double at every level, got {tuple(channels)}.")
         self.spatial_dims = spatial_dims

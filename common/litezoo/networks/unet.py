@@ -19,109 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.layers.factories import Conv, Pool
+from monai.networks.layers.factories import Conv
 from torch import nn
 
-from litezoo.blocks.conv import ConvBlock, UpConcatBlock, conv_unit
-from litezoo.networks.utils import check_input
+from litezoo.blocks.conv import conv_unit
+from litezoo.blocks.unet import NestedDecoder, UNetDecoder, UNetEncoder
+from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["UNet"]
-
-
-class UNetEncoder(nn.Module):
-    """Blocks at ``channels[0..L-1]`` with max-pooling between them.
-
-    Attributes:
-        out_channels: channels of each returned feature map, full resolution first.
-    """
-
-    def __init__(
-        self, spatial_dims: int, in_channels: int, channels: Sequence[int], units: int, dropout: float
-    ) -> None:
-        super().__init__()
-        self.out_channels = tuple(channels)
-        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
-        widths = (in_channels, *channels)
-        self.blocks = nn.ModuleList(
-            ConvBlock(spatial_dims, widths[i], widths[i + 1], units, dropout) for i in range(len(channels))
-        )
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return ``L`` feature maps; level ``i`` is ``(B, channels[i], *S / 2**i)``."""
-        features: list[torch.Tensor] = []
-        for i, block in enumerate(self.blocks):
-            if i > 0:
-                x = self.pool(x)
-            x = block(x)
-            features.append(x)
-        return features
-
-
-class UNetDecoder(nn.Module):
-    """Plain U-Net decoder: from the bottleneck up, one :class:`UpConcatBlock` per level with ``[up, skip]``."""
-
-    def __init__(self, spatial_dims: int, channels: Sequence[int], units: int, dropout: float) -> None:
-        super().__init__()
-        levels = len(channels)
-        self.nodes = nn.ModuleList(
-            UpConcatBlock(
-                spatial_dims,
-                channels[i + 1],
-                channels[i],
-                channels[i],
-                max(1, units - 1) if i == 0 else units,
-                dropout,
-                up_first=True,
-            )
-            for i in range(levels - 2, -1, -1)
-        )
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Map the encoder features (full resolution first) to ``(B, channels[0], *S)``."""
-        x = features[-1]
-        level = len(features) - 2
-        for node in self.nodes:
-            x = node(x, [features[level]])
-            level -= 1
-        return x
-
-
-class NestedDecoder(nn.Module):
-    """UNet++ decoder: every node ``X(i, j)``, ``j = 1..L-1``, ``i = 0..L-1-j``, computed column by column."""
-
-    def __init__(self, spatial_dims: int, channels: Sequence[int], units: int, dropout: float) -> None:
-        super().__init__()
-        levels = len(channels)
-        nodes = []
-        rows = []
-        for j in range(1, levels):
-            for i in range(levels - j):
-                last = i == 0 and j == levels - 1
-                nodes.append(
-                    UpConcatBlock(
-                        spatial_dims,
-                        channels[i + 1],
-                        j * channels[i],
-                        channels[i],
-                        max(1, units - 1) if last else units,
-                        dropout,
-                        up_first=False,
-                    )
-                )
-                rows.append(i)
-        self.nodes = nn.ModuleList(nodes)
-        self.rows = rows
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """Map the encoder features (column ``j = 0``) to ``X(0, L-1)``, ``(B, channels[0], *S)``."""
-        grid: list[list[torch.Tensor]] = [[f] for f in features]
-        x = features[0]
-        for k, node in enumerate(self.nodes):
-            row = self.rows[k]
-            # Column by column, so X(row + 1, j - 1) is the last entry of the row below.
-            x = node(grid[row + 1][-1], grid[row])
-            grid[row].append(x)
-        return x
 
 
 class UNet(nn.Module):
@@ -156,8 +61,7 @@ class UNet(nn.Module):
         nested: bool = False,
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        check_spatial_dims(spatial_dims)
         if len(channels) < 2:
             raise ValueError(f"channels needs at least two levels (one skip and a bottleneck), got {channels}.")
         if not 0.0 <= dropout < 1.0:
@@ -167,7 +71,8 @@ class UNet(nn.Module):
         self.divisor = 2 ** (len(channels) - 1)
         self.encoder = UNetEncoder(spatial_dims, in_channels, channels, units_per_block, dropout)
         decoder = NestedDecoder if nested else UNetDecoder
-        self.decoder = decoder(spatial_dims, channels, units_per_block, dropout)
+        # the reference's full-resolution node has one unit fewer; the segmenter unit makes up the count
+        self.decoder = decoder(spatial_dims, channels, units_per_block, dropout, last_units=max(1, units_per_block - 1))
         self.segmenter = conv_unit(spatial_dims, channels[0], channels[0], dropout=0.0)
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 

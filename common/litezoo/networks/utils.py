@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_input", "width_schedule"]
+__all__ = ["check_input", "check_spatial_dims", "width_schedule"]
 
 
 def width_schedule(base: int, levels: int, mode: str = "doubling") -> tuple[int, ...]:
@@ -30,6 +30,12 @@ def width_schedule(base: int, levels: int, mode: str = "doubling") -> tuple[int,
     if mode == "constant":
         return (base,) * levels
     raise ValueError(f"Unknown width mode {mode!r}; use 'doubling' or 'constant'.")
+
+
+def check_spatial_dims(spatial_dims: int) -> None:
+    """Raise ``ValueError`` unless ``spatial_dims`` is 2 or 3."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
 
 
 def check_input(
