@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from litezoo import networks
 from conftest import spatial_shapes
 
+from litezoo import networks
 from litezoo.export import example_input, max_abs_difference, onnx_runner, to_onnx, to_torchscript
 
 CASES = [(name, dims) for name in networks.list_presets() for dims in (2, 3)]

@@ -1,23 +1,56 @@
-"""Losses built by name from MONAI's implementations."""
+"""Losses built by name from MONAI's implementations, checked against their definitions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from litezoo.losses import LOSSES, AutomaticWeightedLoss, create_loss
 
 
+def _batch(classes: int = 2, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, classes, 8, 8, generator=generator, requires_grad=True)
+    label = torch.randint(0, classes, (2, 1, 8, 8), generator=generator).float()
+    return logits, label
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_loss_builds_and_is_finite(name):
-    torch.manual_seed(0)
-    channels = 3 if name == "dice_ce" else 1
-    logits = torch.randn(2, channels, 8, 8, requires_grad=True)
-    label = torch.randint(0, channels if channels > 1 else 2, (2, 1, 8, 8)).float()
+@pytest.mark.parametrize("classes", [2, 3])
+def test_loss_builds_and_is_finite(name, classes):
+    logits, label = _batch(classes)
     loss = create_loss(name)(logits, label)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+def test_dice_is_the_reference_global_foreground_dice():
+    logits, label = _batch(2)
+    foreground = torch.softmax(logits, 1)[:, 1]
+    target = label[:, 0]
+    eps = 1e-7
+    expected = 1 - (2 * (foreground * target).sum() + eps) / (foreground.sum() + target.sum() + eps)
+    torch.testing.assert_close(create_loss("dice")(logits, label), expected)
+
+
+def test_bce_is_cross_entropy():
+    logits, label = _batch(3)
+    torch.testing.assert_close(create_loss("bce")(logits, label), F.cross_entropy(logits, label[:, 0].long()))
+
+
+def test_dice_bce_adds_the_two():
+    logits, label = _batch(2)
+    total = create_loss("dice")(logits, label) + create_loss("bce")(logits, label)
+    torch.testing.assert_close(create_loss("dice_bce")(logits, label), total)
+
+
+def test_overrides_reach_monai():
+    logits, label = _batch(2)
+    half = create_loss("dice_ce", lambda_ce=0.5)(logits, label)
+    dice = create_loss("dice_ce", lambda_ce=0.0)(logits, label)
+    torch.testing.assert_close(half, dice + 0.5 * create_loss("bce")(logits, label))
 
 
 def test_unknown_loss_lists_names():

@@ -88,6 +88,11 @@ def test_unknown_preset_lists_valid_names():
     assert "lunet_tiny_9f" in str(err.value)
 
 
+def test_unknown_override_is_named():
+    with pytest.raises(ValueError, match=r"no argument \['deploy'\].*'dropout'"):
+        networks.create("lunet_small_4f", deploy=True)
+
+
 def test_overrides_apply_to_a_copy():
     model = networks.create("lunet_small_4f", dropout=0.0, channels=(8, 8, 8))
     assert model.divisor == 4

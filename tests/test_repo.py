@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -53,3 +55,20 @@ def test_pyproject_pins_torch():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "torch==2.13.0" in project["dependencies"]
     assert project["scripts"]["litezoo"] == "litezoo.cli:main"
+
+
+def test_code_passes_the_linter_and_formatter():
+    for args in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "common", "tests"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"ruff {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def test_readme_python_example_runs():
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"## Using the networks\n.*?```python\n(.+?)\n```", text, re.DOTALL)
+    assert match, "README has no python example under 'Using the networks'"
+    namespace: dict = {}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert tuple(namespace["logits"].shape) == (1, 2, 96, 96, 96)

@@ -108,7 +108,7 @@ def list_images(folder: str | Path) -> list[str]:
         else:
             skipped.append(path.name)
     if skipped:
-        logger.warning("Skipping %d entries of %s that are not images or DICOM series: %s", len(skipped), folder, skipped)
+        logger.warning("Skipping %d entries of %s (not images or DICOM series): %s", len(skipped), folder, skipped)
     if not inputs:
         raise ValueError(
             f"No images in {folder}: expected image files ({', '.join(IMAGE_SUFFIXES)}) or DICOM series folders."

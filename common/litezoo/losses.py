@@ -1,7 +1,9 @@
 """Losses: MONAI's, by name, plus the multi-scale deep loss with automatic weighting used by LSU-Net.
 
-``create_loss(name)`` builds a loss from MONAI's implementations for a given config key; networks return logits,
-so every loss applies the activation itself (sigmoid for one output channel, softmax otherwise).
+``create_loss(name)`` builds a loss from MONAI's implementations for a config key. Networks return logits over
+``C >= 2`` classes (background first); every loss applies the softmax itself and one-hot encodes the label map.
+For two classes this is equivalent to the references' single sigmoid channel (the logit difference), and it is
+what MONAI Label and MONAI Deploy expect from a bundle's ``channel_def``.
 """
 
 from __future__ import annotations
@@ -67,22 +69,32 @@ class MultiScaleLoss(nn.Module):
         return self.weighting(losses)
 
 
-def _dice_bce(**kwargs: object) -> nn.Module:
-    # LUnet reference "dice_bce": soft Dice + BCE with weights 1 and 1, for sigmoid outputs.
-    return DiceCELoss(sigmoid=True, lambda_dice=1.0, lambda_ce=1.0, **kwargs)
-
+# Every loss below takes logits (B, C, *S) over C >= 2 classes (background first) and a label map (B, 1, *S) of class
+# indices, as MONAI bundles produce them; the softmax and the one-hot encoding happen inside.
+_CLASSES = {"softmax": True, "to_onehot_y": True}
+# The LUnet reference's soft Dice: the foreground only, intersection and sizes summed over batch and space together
+# (one global Dice per class), eps 1e-7.
+_REFERENCE_DICE = {**_CLASSES, "include_background": False, "batch": True, "smooth_nr": 1e-7, "smooth_dr": 1e-7}
 
 LOSSES = {
-    "dice": lambda **kw: DiceLoss(sigmoid=True, **kw),
-    "bce": lambda **kw: nn.BCEWithLogitsLoss(**kw),
-    "dice_bce": _dice_bce,
-    "dice_ce": lambda **kw: DiceCELoss(softmax=True, to_onehot_y=True, **kw),
-    "dice_focal": lambda **kw: DiceFocalLoss(sigmoid=True, **kw),
+    "dice": lambda **kw: DiceLoss(**{**_REFERENCE_DICE, **kw}),
+    # cross-entropy over the classes; for two classes this is the reference's binary cross-entropy
+    "bce": lambda **kw: DiceCELoss(**{**_CLASSES, "lambda_dice": 0.0, **kw}),
+    # the reference's "dice_bce": its Dice plus cross-entropy, weights 1 and 1
+    "dice_bce": lambda **kw: DiceCELoss(**{**_REFERENCE_DICE, **kw}),
+    # MONAI's defaults: per-sample Dice over all classes plus cross-entropy
+    "dice_ce": lambda **kw: DiceCELoss(**{**_CLASSES, **kw}),
+    "dice_focal": lambda **kw: DiceFocalLoss(**{**_CLASSES, **kw}),
 }
 
 
 def create_loss(name: str, num_scales: int | None = None, **kwargs: object) -> nn.Module:
     """Build loss ``name`` from :data:`LOSSES`; with ``num_scales``, wrap it in a :class:`MultiScaleLoss`.
+
+    Args:
+        name: a key of :data:`LOSSES`.
+        num_scales: number of deep-supervision outputs, or ``None`` for a single output.
+        kwargs: arguments that replace the named loss's MONAI defaults (e.g. ``lambda_ce=0.5``).
 
     Raises:
         ValueError: unknown name; the message lists the valid ones.

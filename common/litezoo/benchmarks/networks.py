@@ -112,7 +112,10 @@ def _paper_table(names: list[str], repeats: int) -> list[str]:
     rows = []
     for name, (model, x) in cases.items():
         figure = figures[name]
-        thop_macs = count_macs_thop(model, x)
+        try:
+            thop_macs = f"{count_macs_thop(model, x) / 1e9:.3f}"
+        except ImportError:
+            thop_macs = "n/a (pip install 'litezoo[bench]')"
         rows.append(
             [
                 name,
@@ -120,7 +123,7 @@ def _paper_table(names: list[str], repeats: int) -> list[str]:
                 f"{count_parameters(model):,}",
                 f"{figure['params'] / 1e6:.2f} M",
                 f"{count_macs(model, x) / 1e9:.3f}",
-                f"{thop_macs / 1e9:.3f}",
+                thop_macs,
                 f"{figure['macs'] / 1e9:.2f} ({figure['counter']})",
             ]
             + [f"{latency[t][name] * 1e3:.1f}" for t in columns]

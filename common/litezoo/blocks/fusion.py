@@ -28,9 +28,7 @@ def fuse_conv_bn(
     Returns:
         ``(weight, bias)`` of the single equivalent convolution.
     """
-    fused_w, fused_b = fuse_conv_bn_weights(
-        weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
-    )
+    fused_w, fused_b = fuse_conv_bn_weights(weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
     return fused_w.detach(), fused_b.detach()
 
 

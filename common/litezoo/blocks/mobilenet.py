@@ -21,6 +21,7 @@ from litezoo.blocks.conv import conv_norm_act
 
 __all__ = ["InvertedResidual", "SqueezeExcite", "make_divisible"]
 
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to the nearest multiple of ``divisor``, never below 90 % of it (MobileNet's rule)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from torch import nn
@@ -64,9 +65,16 @@ def create(
     Returns:
         The network, in training mode. Its ``forward`` maps ``(B, in_channels, *S)`` to logits
         ``(B, out_channels, *S)``.
+
+    Raises:
+        ValueError: unknown preset, or an override the network does not take (the message lists both).
     """
     kwargs = preset(name)
     network = NETWORKS[kwargs.pop("network")]
+    accepted = set(inspect.signature(network).parameters) - {"spatial_dims", "in_channels", "out_channels"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ValueError(f"{name} ({network.__name__}) has no argument {unknown}; it accepts {sorted(accepted)}.")
     kwargs.update(overrides)
     return network(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs)
 

@@ -32,7 +32,7 @@ Output contract (shared with the family): in eval mode, or with ``deep_supervisi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import List, Union
+from typing import List, Union  # noqa: UP035 - TorchScript resolves these names in the forward signature
 
 import torch
 from monai.networks.layers.factories import Conv
