@@ -107,3 +107,11 @@ def test_inference_datalist_prefers_msd_test_list(demo, tmp_path):
 def test_inference_datalist_on_a_plain_folder(demo):
     images = inference_datalist(demo["nifti"] / "imagesTr")
     assert [case_name(d["image"]) for d in images] == ["case_000", "case_001"]
+
+
+def test_inputs_that_would_write_one_output_are_refused(demo, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(demo["dicom"] / "imagesTr", folder)
+    shutil.copy(demo["nifti"] / "imagesTr" / "case_000.nii.gz", folder)
+    with pytest.raises(ValueError, match=r"share case names \['case_000'\]"):
+        inference_datalist(folder)

@@ -171,10 +171,22 @@ def training_datalist(dataset_dir: str | Path, images: str = "imagesTr", labels:
 
 def inference_datalist(dataset_dir: str | Path) -> list[dict]:
     """Inputs to segment: the ``test`` list of an MSD ``dataset.json``, else ``dataset_dir/imagesTs`` when it
-    exists, else the images and DICOM series folders of ``dataset_dir`` itself (see :func:`list_images`)."""
+    exists, else the images and DICOM series folders of ``dataset_dir`` itself (see :func:`list_images`).
+
+    Raises:
+        ValueError: as :func:`list_images`, or two inputs with one case name (their outputs would collide).
+    """
     dataset_dir = Path(dataset_dir)
     msd = _msd_entries(dataset_dir, "test")
     if msd:
         return msd
     folder = dataset_dir / "imagesTs" if (dataset_dir / "imagesTs").is_dir() else dataset_dir
-    return [{"image": path} for path in list_images(folder)]
+    images = list_images(folder)
+    names = [case_name(path) for path in images]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(
+            f"Inputs of {folder} share case names {clashes} (e.g. a NIfTI file and a DICOM folder of the same name); "
+            "their outputs would overwrite each other. Rename or separate them."
+        )
+    return [{"image": path} for path in images]
