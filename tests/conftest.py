@@ -31,13 +31,13 @@ def randomize_norms():
     return _randomize_norms
 
 
-def spatial_shapes(divisor: int, dims: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Two different, small spatial shapes a network with this ``divisor`` accepts.
+def spatial_shapes(divisor: int, dims: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Two different, small spatial shapes a network with this ``divisor`` accepts, and a batch size for the second.
 
-    Non-cubic where that is cheap; for networks whose divisor makes even one step large (LV-UNet 3D: 128) a cube
-    and a cube doubled along one axis.
+    Non-cubic shapes and a batch of 3 where that is cheap; for networks whose divisor makes even one step large
+    (LV-UNet 3D: 128) a cube, a cube doubled along one axis, and a batch of 1.
     """
     d = divisor
     if d**dims <= 16**3:
-        return (d, 3 * d, d)[:dims], (3 * d, d, 2 * d)[:dims]
-    return (d,) * dims, (2 * d,) + (d,) * (dims - 1)
+        return (d, 3 * d, d)[:dims], (3 * d, d, 2 * d)[:dims], 3
+    return (d,) * dims, (2 * d,) + (d,) * (dims - 1), 1

@@ -46,7 +46,7 @@ def test_parameter_count_matches_reference(name):
 def test_forward_backward(name, dims):
     torch.manual_seed(0)
     model = networks.create(name, spatial_dims=dims, in_channels=2, out_channels=3)
-    spatial, _ = spatial_shapes(model.divisor, dims)
+    spatial, _, _ = spatial_shapes(model.divisor, dims)
     x = torch.randn(2, 2, *spatial)
     outputs = model.train()(x)
     if isinstance(outputs, list):  # deep supervision in training: full resolution first, then coarser

@@ -14,9 +14,23 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "BottleneckResidual", "ConvBlock", "UpConcatBlock", "conv_norm_act", "conv_unit"]
+__all__ = [
+    "ACTIVATIONS",
+    "BottleneckResidual",
+    "ConvBlock",
+    "UpConcatBlock",
+    "conv_norm_act",
+    "conv_unit",
+    "linear_upsample",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
+
+def linear_upsample(spatial_dims: int, scale: float = 2.0) -> nn.Upsample:
+    """(Bi/tri)linear upsampling by ``scale`` for ``spatial_dims`` axes, ``align_corners=False``."""
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial_dims]
+    return nn.Upsample(scale_factor=scale, mode=mode, align_corners=False)
 
 
 def conv_unit(

@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
+from litezoo.blocks.conv import linear_upsample
 from litezoo.blocks.fusion import fuse_conv_bn, merge_pointwise
 
 __all__ = ["FusibleBlock", "SeriesActivation", "deep_training_slope"]
 
-_LINEAR_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
 BN_EPS = 1e-6
 
 
@@ -129,7 +129,7 @@ class FusibleBlock(nn.Module):
         if resample == "down":
             self.resample: nn.Module = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2)
         else:
-            self.resample = nn.Upsample(scale_factor=2.0, mode=_LINEAR_MODE[spatial_dims], align_corners=False)
+            self.resample = linear_upsample(spatial_dims)
         self.act = SeriesActivation(spatial_dims, out_channels, act_num, deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

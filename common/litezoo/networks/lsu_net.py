@@ -38,12 +38,11 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from litezoo.blocks.conv import linear_upsample
 from litezoo.blocks.shift import LightConvBlock, OverlapPatchEmbed, TokenizedShiftBlock
 from litezoo.networks.utils import check_input, check_spatial_dims
 
 __all__ = ["LSUNet"]
-
-_LINEAR_MODE = {2: "bilinear", 3: "trilinear"}
 
 
 class LSUNet(nn.Module):
@@ -106,7 +105,7 @@ class LSUNet(nn.Module):
             else:
                 decoder.append(LightConvBlock(spatial_dims, channels[k], c_out, 1, norm_groups))
         self.decoder = nn.ModuleList(decoder)
-        self.upsample = nn.Upsample(scale_factor=2.0, mode=_LINEAR_MODE[spatial_dims], align_corners=False)
+        self.upsample = linear_upsample(spatial_dims)
         self.head = conv(channels[0], out_channels, kernel_size=1)
         # deep-supervision heads at 1/2 (c0), 1/4 (c1), ..., and the bottleneck
         deep_widths = [*channels[: levels - 1], channels[-1]]
