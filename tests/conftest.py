@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # one thread per worker (and per subprocess a test starts): workers x threads > cores makes OpenMP spin-wait
+    threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -12,6 +12,9 @@ import fire
 
 from litezoo.benchmarks.networks import benchmark_networks
 from litezoo.benchmarks.training import benchmark_training
+from litezoo.bundle.generate import generate_bundles
+from litezoo.bundle.verify import verify_bundles
+from litezoo.quickstart import run_demo
 
 __all__ = ["COMMANDS", "main"]
 
@@ -20,6 +23,11 @@ COMMANDS = {
         "networks": benchmark_networks,
         "training": benchmark_training,
     },
+    "bundles": {
+        "generate": generate_bundles,
+    },
+    "verify": verify_bundles,
+    "demo": run_demo,
 }
 
 

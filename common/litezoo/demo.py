@@ -109,6 +109,7 @@ def write_demo_dataset(
     size_2d: Sequence[int] = (256, 256),
     classes: int = 1,
     seed: int = 0,
+    rgb: bool = False,
 ) -> dict[str, Path]:
     """Write the demo dataset (see the module docstring) and return its three dataset folders.
 
@@ -121,6 +122,7 @@ def write_demo_dataset(
         size_2d: 2D image size.
         classes: foreground classes (labels ``1..classes``).
         seed: random seed; the same seed writes the same voxels.
+        rgb: write the 2D images as 8-bit RGB (tinted copies of the grey image) instead of 8-bit grey.
 
     Returns:
         ``{"nifti": ..., "dicom": ..., "png": ...}``.
@@ -156,7 +158,10 @@ def write_demo_dataset(
             num_seg_classes=classes, random_state=rng,
         )  # fmt: skip
         grey = np.clip(image * 255.0 / max(image.max(), 1e-6), 0, 255).astype(np.uint8)
-        Image.fromarray(grey.T).save(folders["png"] / "imagesTr" / f"case_{n:03d}.png")
+        pixels = (
+            np.stack([grey.T, (grey.T * 0.8).astype(np.uint8), (grey.T * 0.6).astype(np.uint8)], -1) if rgb else grey.T
+        )
+        Image.fromarray(pixels).save(folders["png"] / "imagesTr" / f"case_{n:03d}.png")
         Image.fromarray(label.astype(np.uint8).T).save(folders["png"] / "labelsTr" / f"case_{n:03d}.png")
     logger.info("Demo dataset written to %s (%d volumes, %d 2D images)", root, volumes, images_2d)
     return folders

@@ -140,6 +140,15 @@ class FusibleBlock(nn.Module):
             x = self.conv2(F.leaky_relu(self.conv1(x), self.slope))
         return self.act(self.resample(x))
 
+    def get_extra_state(self) -> dict[str, float]:
+        """The deep-training slope travels with the weights (``state_dict()['..._extra_state']``), so a checkpoint
+        taken at any epoch reloads with the slope it was trained at."""
+        return {"slope": float(self.slope)}
+
+    def set_extra_state(self, state: dict[str, float]) -> None:
+        """Restore the slope saved by :meth:`get_extra_state`."""
+        self.slope = float(state["slope"])
+
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Switch to the deploy layout in place (idempotent); the slope must be 1.

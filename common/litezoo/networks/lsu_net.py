@@ -82,6 +82,8 @@ class LSUNet(nn.Module):
         self.in_channels = in_channels
         self.divisor = 2**levels
         self.deep_supervision = deep_supervision
+        # outputs in deep-supervision training mode (full resolution and one per decoder scale); losses size to it
+        self.num_scales = levels + 1
         conv = Conv[Conv.CONV, spatial_dims]
         widths = (in_channels, *channels)
         encoder: list[nn.Module] = []

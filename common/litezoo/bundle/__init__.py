@@ -1,0 +1,1 @@
+"""Bundle tooling: the catalogue of LiteZoo bundles, the generator that writes their configs, and ``litezoo verify``."""

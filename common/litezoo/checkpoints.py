@@ -1,0 +1,191 @@
+"""Training checkpoints that a run can resume from, written so that an interruption never leaves a broken file.
+
+:class:`TrainingCheckpoint` is an ignite handler for MONAI's ``SupervisedTrainer``: after every epoch it saves the
+model, optimiser, learning-rate scheduler, loss (LSU-Net's loss has parameters), the trainer's epoch/iteration
+counters and the global random states to ``<save_dir>/training_state.pt``; with ``resume=True`` it loads that file
+before the first epoch, and training continues where it stopped. Bundle config (``train#handlers``)::
+
+    {"_target_": "litezoo.checkpoints.TrainingCheckpoint", "save_dir": "@ckpt_dir",
+     "objects": {"model": "@network", "optimizer": "@optimizer"}, "resume": "@resume"}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+__all__ = ["FinalModel", "TrainingCheckpoint", "atomic_save", "load_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename it onto ``path``: a crash leaves the old
+    file or the new one, never a partial one.
+
+    Raises:
+        ValueError: the folder cannot be created or written (the message names it).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ValueError(f"Cannot write checkpoint {path}: {err.strerror} ({path.parent}).") from err
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only; pickled code is refused).
+
+    Raises:
+        ValueError: the file is missing, or is not a loadable weights-only checkpoint (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Checkpoint {path} does not exist.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise ValueError(f"Checkpoint {path} cannot be loaded safely: {err}") from err
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _random_states() -> dict[str, Any]:
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "gauss": [has_gauss, gauss]},
+        "python": random.getstate(),
+    }
+
+
+def _set_random_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy = states["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(numpy["position"]), int(numpy["gauss"][0]), float(numpy["gauss"][1])))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class TrainingCheckpoint:
+    """Save the whole training state every ``interval`` epochs, and resume from it.
+
+    Args:
+        save_dir: folder of the checkpoint file.
+        objects: name -> object with ``state_dict()``/``load_state_dict()`` (a ``DistributedDataParallel`` model is
+            saved unwrapped, so single- and multi-process runs share checkpoints).
+        resume: load ``<save_dir>/<filename>`` when the engine starts.
+        filename: checkpoint file name.
+        interval: save every this many epochs (the last epoch is always saved).
+
+    Only rank 0 writes in a distributed run; every rank loads.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | Path,
+        objects: dict[str, Any],
+        resume: bool = False,
+        filename: str = "training_state.pt",
+        interval: int = 1,
+    ) -> None:
+        if interval < 1:
+            raise ValueError(f"interval must be at least 1, got {interval}.")
+        reserved = {"engine", "random_states"} & set(objects)
+        if reserved:
+            raise ValueError(f"objects may not use the reserved names {sorted(reserved)}.")
+        self.path = Path(save_dir) / filename
+        self.objects = {name: getattr(obj, "module", obj) for name, obj in objects.items()}
+        self.resume = bool(resume)
+        self.interval = interval
+
+    def attach(self, engine: Engine) -> None:
+        """Load at ``STARTED`` (when resuming) and save after every ``interval``-th epoch."""
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        """Write the checkpoint (rank 0 only)."""
+        last = engine.state.epoch == engine.state.max_epochs
+        if _rank() != 0 or (engine.state.epoch % self.interval and not last):
+            return
+        state = {name: obj.state_dict() for name, obj in self.objects.items()}
+        state["engine"] = engine.state_dict()
+        state["random_states"] = _random_states()
+        atomic_save(state, self.path)
+        logger.info("Saved training state of epoch %d to %s", engine.state.epoch, self.path)
+
+    def load(self, engine: Engine) -> None:
+        """Restore every object, the epoch/iteration counters and the random states; keep the configured
+        ``max_epochs`` so a finished run can be extended.
+
+        Raises:
+            ValueError: no checkpoint to resume from, or one that lacks an object (both named).
+        """
+        if not self.path.is_file():
+            raise ValueError(
+                f"resume is true but there is no training state at {self.path}; train without --resume first."
+            )
+        device = next((p.device for p in self.objects.get("model", torch.nn.Module()).parameters()), "cpu")
+        state = load_checkpoint(self.path, map_location=device)
+        missing = sorted(set(self.objects) - set(state))
+        if missing:
+            raise ValueError(f"Training state {self.path} has no {missing}; it was saved by another configuration.")
+        for name, obj in self.objects.items():
+            obj.load_state_dict(state[name])
+        max_epochs = engine.state.max_epochs
+        engine.load_state_dict(state["engine"])
+        engine.state.max_epochs = max_epochs
+        _set_random_states(state["random_states"])
+        logger.info("Resumed from %s at epoch %d of %d", self.path, engine.state.epoch, max_epochs)
+
+
+class FinalModel:
+    """Save the network's flat state dict when training completes (rank 0 only, atomically).
+
+    Unlike MONAI's ``CheckpointSaver(save_final=True)`` nothing is written when training fails: LV-UNet keeps its
+    last epoch as ``models/model.pt`` because only the end of the deep-training schedule can be re-parameterised,
+    and an interrupted run must not replace a finished model with a half-trained one.
+
+    Args:
+        network: the trained network (``DistributedDataParallel`` is unwrapped).
+        path: the output file, e.g. ``models/model.pt``.
+    """
+
+    def __init__(self, network: torch.nn.Module, path: str | Path) -> None:
+        self.network = getattr(network, "module", network)
+        self.path = Path(path)
+
+    def attach(self, engine: Engine) -> None:
+        """Save at ``COMPLETED``."""
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if _rank() != 0:
+            return
+        atomic_save(self.network.state_dict(), self.path)
+        logger.info("Saved the final model (epoch %d) to %s", engine.state.epoch, self.path)
