@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from monai.transforms import Compose, Randomizable
 
-__all__ = ["FinalModel", "TrainingCheckpoint", "atomic_save", "load_checkpoint"]
+from litezoo.options import as_bool
+
+__all__ = ["BestModel", "FinalModel", "TrainingCheckpoint", "atomic_save", "load_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,34 +76,80 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _random_states() -> dict[str, Any]:
-    name, keys, position, has_gauss, gauss = np.random.get_state()
+def _random_states(datasets: Sequence[Any]) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "gauss": [has_gauss, gauss]},
+        "numpy": _numpy_state(np.random.mtrand._rand),
         "python": random.getstate(),
+        "transforms": [_numpy_state(generator) for generator in _transform_rngs(datasets)],
     }
 
 
-def _set_random_states(states: dict[str, Any]) -> None:
+def _transform_rngs(datasets: Sequence[Any]) -> list[np.random.RandomState]:
+    """The random generators of every MONAI random transform in the datasets' pipelines, in a fixed order.
+
+    Walks ``Compose.transforms`` and, for other transforms, the attributes that are transforms themselves (e.g.
+    :class:`litezoo.transforms.RandPatchd` wraps MONAI crops, each with its own generator).
+    """
+    found: dict[int, np.random.RandomState] = {}
+
+    def walk(transform: Any) -> None:
+        if isinstance(transform, Randomizable):
+            found.setdefault(id(transform.R), transform.R)
+        children = transform.transforms if isinstance(transform, Compose) else vars(transform).values()
+        for child in children:
+            if isinstance(child, Randomizable):
+                walk(child)
+
+    for dataset in datasets:
+        transform = getattr(dataset, "transform", None)
+        if transform is not None:
+            walk(transform)
+    return list(found.values())
+
+
+def _numpy_state(generator: np.random.RandomState) -> dict[str, Any]:
+    _, keys, position, has_gauss, gauss = generator.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "gauss": [has_gauss, gauss]}
+
+
+def _set_numpy_state(generator: np.random.RandomState, state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    has_gauss, gauss = state["gauss"]
+    generator.set_state(("MT19937", keys, int(state["position"]), int(has_gauss), float(gauss)))
+
+
+def _set_random_states(states: dict[str, Any], datasets: Sequence[Any], path: Path) -> None:
     torch.set_rng_state(states["torch"])
-    numpy = states["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, int(numpy["position"]), int(numpy["gauss"][0]), float(numpy["gauss"][1])))
+    _set_numpy_state(np.random.mtrand._rand, states["numpy"])
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
+    generators = _transform_rngs(datasets)
+    if len(generators) != len(states["transforms"]):
+        raise ValueError(
+            f"Training state {path} holds {len(states['transforms'])} random-transform states but the pipeline has "
+            f"{len(generators)} random transforms; it was saved by another configuration."
+        )
+    for generator, state in zip(generators, states["transforms"]):
+        _set_numpy_state(generator, state)
 
 
 class TrainingCheckpoint:
     """Save the whole training state every ``interval`` epochs, and resume from it.
 
+    With every random state saved (torch, numpy, Python and each MONAI random transform of ``datasets``), a run
+    killed at any point and resumed ends with the same weights as an uninterrupted one (bitwise on CPU with
+    ``num_workers`` 0). Attach it after every other ``EPOCH_COMPLETED`` handler that draws random numbers (e.g.
+    validation, whose data loader draws a seed), so that the state saved is the state the next epoch starts from.
+
     Args:
         save_dir: folder of the checkpoint file.
         objects: name -> object with ``state_dict()``/``load_state_dict()`` (a ``DistributedDataParallel`` model is
             saved unwrapped, so single- and multi-process runs share checkpoints).
-        resume: load ``<save_dir>/<filename>`` when the engine starts.
+        resume: load ``<save_dir>/<filename>`` when the engine starts (a bool or ``"true"``/``"false"``).
         filename: checkpoint file name.
         interval: save every this many epochs (the last epoch is always saved).
+        datasets: datasets whose transform pipelines hold random transforms (e.g. ``@train#dataset``).
 
     Only rank 0 writes in a distributed run; every rank loads.
     """
@@ -111,6 +161,7 @@ class TrainingCheckpoint:
         resume: bool = False,
         filename: str = "training_state.pt",
         interval: int = 1,
+        datasets: Sequence[Any] = (),
     ) -> None:
         if interval < 1:
             raise ValueError(f"interval must be at least 1, got {interval}.")
@@ -119,8 +170,9 @@ class TrainingCheckpoint:
             raise ValueError(f"objects may not use the reserved names {sorted(reserved)}.")
         self.path = Path(save_dir) / filename
         self.objects = {name: getattr(obj, "module", obj) for name, obj in objects.items()}
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")
         self.interval = interval
+        self.datasets = list(datasets)
 
     def attach(self, engine: Engine) -> None:
         """Load at ``STARTED`` (when resuming) and save after every ``interval``-th epoch."""
@@ -135,7 +187,7 @@ class TrainingCheckpoint:
             return
         state = {name: obj.state_dict() for name, obj in self.objects.items()}
         state["engine"] = engine.state_dict()
-        state["random_states"] = _random_states()
+        state["random_states"] = _random_states(self.datasets)
         atomic_save(state, self.path)
         logger.info("Saved training state of epoch %d to %s", engine.state.epoch, self.path)
 
@@ -160,7 +212,7 @@ class TrainingCheckpoint:
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(state["engine"])
         engine.state.max_epochs = max_epochs
-        _set_random_states(state["random_states"])
+        _set_random_states(state["random_states"], self.datasets, self.path)
         logger.info("Resumed from %s at epoch %d of %d", self.path, engine.state.epoch, max_epochs)
 
 
@@ -189,3 +241,49 @@ class FinalModel:
             return
         atomic_save(self.network.state_dict(), self.path)
         logger.info("Saved the final model (epoch %d) to %s", engine.state.epoch, self.path)
+
+
+class BestModel:
+    """Keep the network with the best validation metric as a flat state dict (rank 0 only, atomically).
+
+    Attach it to the validation evaluator. Its ``state_dict()`` (best value and epoch) goes into the training state,
+    so a resumed run only replaces ``models/model.pt`` when it really improves on the epochs before the
+    interruption.
+
+    Args:
+        network: the network being trained (``DistributedDataParallel`` is unwrapped).
+        path: the output file, e.g. ``models/model.pt``.
+        metric: the evaluator's metric to maximise (its key metric, e.g. ``val_mean_dice``).
+    """
+
+    def __init__(self, network: torch.nn.Module, path: str | Path, metric: str = "val_mean_dice") -> None:
+        self.network = getattr(network, "module", network)
+        self.path = Path(path)
+        self.metric = metric
+        self.best = -float("inf")
+        self.best_epoch = 0
+
+    def attach(self, engine: Engine) -> None:
+        """Compare after every evaluation (``COMPLETED`` of the evaluator)."""
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.metric not in engine.state.metrics:
+            raise ValueError(
+                f"BestModel: the evaluator has no metric {self.metric!r} ({sorted(engine.state.metrics)})."
+            )
+        value = float(engine.state.metrics[self.metric])
+        if not value > self.best:  # NaN never improves
+            return
+        self.best, self.best_epoch = value, int(engine.state.epoch)
+        if _rank() == 0:
+            atomic_save(self.network.state_dict(), self.path)
+            logger.info("New best %s %.4f at epoch %d: saved %s", self.metric, value, self.best_epoch, self.path)
+
+    def state_dict(self) -> dict[str, float | int]:
+        """The best value so far and its epoch."""
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])

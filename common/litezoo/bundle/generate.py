@@ -213,14 +213,9 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
     state = {"model": "@network", "optimizer": "@optimizer", "loss": "@loss"}
     if scheduler is not None:
         state["lr_scheduler"] = "@lr_scheduler"
-    handlers: list[dict[str, Any]] = [
-        {
-            "_target_": "litezoo.checkpoints.TrainingCheckpoint",
-            "save_dir": "@ckpt_dir",
-            "objects": state,
-            "resume": "@resume",
-        }
-    ]
+    if spec.checkpoint == "best":
+        state["best_model"] = "@validate#best_model"
+    handlers: list[dict[str, Any]] = []
     if scheduler is not None:
         handlers.append({"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "print_lr": True})
     if spec.deep_training:
@@ -231,6 +226,16 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "validator": "@validate#evaluator",
             "epoch_level": True,
             "interval": "@val_interval",
+        }
+    )
+    # after validation, whose data loader draws a seed: the saved random state is the one the next epoch starts from
+    handlers.append(
+        {
+            "_target_": "litezoo.checkpoints.TrainingCheckpoint",
+            "save_dir": "@ckpt_dir",
+            "objects": state,
+            "resume": "@resume",
+            "datasets": ["@train#dataset"],
         }
     )
     # from here on: rank 0 only in multi-GPU training (see rank_zero_handlers)
@@ -297,20 +302,12 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "decollate": False,
         },
     }
-    validate_handlers: list[dict[str, Any]] = [
+    validate_handlers: list[dict[str, Any] | str] = [
         {"_target_": "StatsHandler", "iteration_log": False},
         {"_target_": "TensorBoardStatsHandler", "log_dir": "@output_dir", "iteration_log": False},
     ]
     if spec.checkpoint == "best":
-        validate_handlers.append(
-            {
-                "_target_": "CheckpointSaver",
-                "save_dir": "@ckpt_dir",
-                "save_dict": {"model": "@network"},
-                "save_key_metric": True,
-                "key_metric_filename": "model.pt",
-            }
-        )
+        validate_handlers.append("@validate#best_model")
     config["validate"] = {
         "preprocessing": {"_target_": "Compose", "transforms": "%train#deterministic_transforms"},
         "dataset": {
@@ -334,6 +331,18 @@ def train_config(spec: BundleSpec) -> dict[str, Any]:
             "overlap": 0.5,
         },
         "postprocessing": {"_target_": "Compose", "transforms": _softmax_onehot()},
+        **(
+            {
+                "best_model": {
+                    "_target_": "litezoo.checkpoints.BestModel",
+                    "network": "@network",
+                    "path": "$@ckpt_dir + '/model.pt'",
+                    "metric": "val_mean_dice",
+                }
+            }
+            if spec.checkpoint == "best"
+            else {}
+        ),
         "handlers": validate_handlers,
         "key_metric": {
             "val_mean_dice": {
