@@ -9,6 +9,7 @@ import pytest
 
 from litezoo.benchmarks.networks import benchmark_networks
 from litezoo.benchmarks.report import parse_names
+from litezoo.benchmarks.soak import benchmark_soak
 from litezoo.benchmarks.training import benchmark_training
 
 
@@ -54,3 +55,13 @@ def test_module_entry_point(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| lunet_small_1f |" in result.stdout
     assert out.exists()
+
+
+def test_benchmark_soak_report(tmp_path):
+    text = benchmark_soak(cases=4, warmup=1, size="16,16,8", output=str(tmp_path / "soak.md"), work_dir=str(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| lunet_segmentation |"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[1] == "4" and float(cells[4]) > 0 and cells[7].endswith("%")
+    assert len(list((tmp_path / "outputs").glob("case_*_seg.nii.gz"))) == 4
+    with pytest.raises(ValueError, match="must exceed warmup"):
+        benchmark_soak(cases=3, warmup=2, output=None)

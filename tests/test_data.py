@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation
 
-from litezoo.data import case_name, inference_datalist, list_images, training_datalist
+from litezoo.data import case_name, check_source, inference_datalist, list_images, training_datalist
 from litezoo.demo import write_demo_dataset
 
 
@@ -78,8 +78,9 @@ def test_dicom_folder_with_two_series_is_refused(demo, tmp_path):
     shutil.copytree(demo["dicom"] / "imagesTr" / "case_000", mixed)
     for path in (demo["dicom"] / "imagesTr" / "case_001").iterdir():
         shutil.copy(path, mixed / f"other_{path.name}")
+    assert list_images(tmp_path) == [str(mixed)], "listed as one case, which fails its own check"
     with pytest.raises(ValueError, match="holds 2 series"):
-        list_images(tmp_path)
+        check_source(mixed)
 
 
 def test_non_image_files_in_dicom_folders_are_ignored(demo, tmp_path):

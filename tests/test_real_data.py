@@ -194,7 +194,8 @@ def test_bundle_trains_and_segments_real_volumes(real_dataset, tmp_path):
         + common,
         cwd=tmp_path,
     )
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{case}_seg.nii.gz" for case in CASES)
+    expected = sorted(f"{case}_seg.nii.gz" for case in CASES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*expected, "inference_report.csv"])
     load = LoadImage(image_only=True)
     for case in sorted(CASES):
         source = images / f"{case}.nrrd"

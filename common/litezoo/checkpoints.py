@@ -23,11 +23,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 from monai.transforms import Compose, Randomizable
 
 from litezoo.options import as_bool
 
-__all__ = ["BestModel", "FinalModel", "TrainingCheckpoint", "atomic_save", "load_checkpoint"]
+__all__ = [
+    "BestModel",
+    "FinalModel",
+    "ModelLoader",
+    "TrainingCheckpoint",
+    "atomic_save",
+    "check_weights",
+    "load_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -287,3 +296,71 @@ class BestModel:
     def load_state_dict(self, state: dict[str, float | int]) -> None:
         """Restore :meth:`state_dict`."""
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+
+
+def check_weights(path: str | Path, network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Load the flat state dict at ``path`` (weights only) and check that it fits ``network`` exactly.
+
+    Accepts a flat state dict or one under a ``"model"`` key (MONAI ``CheckpointSaver``'s layout).
+
+    Returns:
+        The state dict.
+
+    Raises:
+        ValueError: the file is missing, unsafe or damaged, or its weights do not fit the network (missing,
+            unexpected or differently shaped entries, with examples); the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"No trained weights at {path}: train the bundle first (python -m monai.bundle run training ...) or put "
+            "the model.pt to use there (--ckpt_path <file> points elsewhere)."
+        )
+    state = load_checkpoint(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    tensors = isinstance(state, dict) and all(
+        isinstance(v, torch.Tensor) or str(k).endswith("_extra_state") for k, v in state.items()
+    )
+    if not tensors:
+        raise ValueError(f"{path} is not a state dict of tensors (a flat PyTorch state_dict is expected).")
+    network = getattr(network, "module", network)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = [
+        f"{key} {tuple(state[key].shape)} in the file vs {tuple(expected[key].shape)}"
+        for key in sorted(set(state) & set(expected))
+        if isinstance(state[key], torch.Tensor) and state[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or reshaped:
+        details = [
+            f"{len(missing)} missing (e.g. {missing[:2]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})" if unexpected else "",
+            f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else "",
+        ]
+        raise ValueError(
+            f"{path} does not fit the {type(network).__name__} this config builds: "
+            f"{'; '.join(d for d in details if d)}. It was trained with another preset, dimensionality, channel or "
+            "class count; use the config it was trained with."
+        )
+    return state
+
+
+class ModelLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for a bundle's ``models/model.pt``, with a clear error when the file is missing
+    or was trained for another network (:func:`check_weights`) instead of PyTorch's key listing.
+
+    Args:
+        load_path: the weights file.
+        network: the network to load into (strictly).
+        map_location: as ``torch.load`` (e.g. ``@device``).
+    """
+
+    def __init__(self, load_path: str | Path, network: torch.nn.Module, map_location: Any = None) -> None:
+        super().__init__(load_path=str(load_path), load_dict={"model": network}, map_location=map_location)
+        self.network = network
+
+    def __call__(self, engine: Engine) -> None:
+        check_weights(self.load_path, self.network)
+        super().__call__(engine)

@@ -11,6 +11,7 @@ import logging
 import fire
 
 from litezoo.benchmarks.networks import benchmark_networks
+from litezoo.benchmarks.soak import benchmark_soak
 from litezoo.benchmarks.training import benchmark_training
 from litezoo.bundle.generate import generate_bundles
 from litezoo.bundle.verify import verify_bundles
@@ -22,6 +23,7 @@ COMMANDS = {
     "benchmark": {
         "networks": benchmark_networks,
         "training": benchmark_training,
+        "soak": benchmark_soak,
     },
     "bundles": {
         "generate": generate_bundles,

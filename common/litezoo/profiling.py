@@ -29,6 +29,7 @@ __all__ = [
     "count_parameters",
     "interleaved_latency",
     "peak_rss_growth_mib",
+    "resident_mib",
     "weights_mib",
 ]
 
@@ -113,6 +114,11 @@ def _status_kib(field: str) -> int:
     if match is None:
         raise RuntimeError(f"/proc/self/status has no {field}; peak memory needs Linux.")
     return int(match.group(1))
+
+
+def resident_mib() -> float:
+    """The resident set size of this process now (``VmRSS``), in MiB (Linux)."""
+    return _status_kib("VmRSS") / 1024
 
 
 def peak_rss_growth_mib(work: Callable[[], object]) -> float:

@@ -1,7 +1,10 @@
 """Dictionary transforms for LiteZoo bundles, composed of MONAI's.
 
-:class:`RandPatchd` samples training patches of the network's size from any input: 3D patches from volumes, 2D
-patches from 2D images, and single axial slices (2D patches) from volumes when the network is 2D.
+* :class:`RandPatchd` samples training patches of the network's size from any input: 3D patches from volumes, 2D
+  patches from 2D images, and single axial slices (2D patches) from volumes when the network is 2D.
+* :class:`CheckImaged` refuses an input the network cannot segment meaningfully (wrong dimensionality or channel
+  count, NaN or infinite voxels, a constant image, an invalid voxel spacing) and a label that does not belong to
+  its image, with a message that names the file and the problem.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import Compose, MapTransform, RandCropByPosNegLabeld, Randomizable, SpatialPadd, SqueezeDimd
 
-__all__ = ["RandPatchd"]
+__all__ = ["CheckImaged", "RandPatchd"]
 
 
 class RandPatchd(Randomizable, MapTransform):
@@ -88,3 +93,145 @@ class RandPatchd(Randomizable, MapTransform):
             f"Cannot take {len(self.roi_size)}D patches {self.roi_size} from {rank}D data "
             f"(label shape {list(data[self.label_key].shape)})."
         )
+
+
+def _source(image: Any, key: Hashable) -> str:
+    """The file an image was loaded from (its ``filename_or_obj`` meta data), else the key."""
+    if isinstance(image, MetaTensor):
+        source = image.meta.get("filename_or_obj")
+        if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+            return str(source)
+    return f"the {key!s}"
+
+
+def _plain(image: Any) -> torch.Tensor:
+    """The voxels without MONAI meta data (faster reductions)."""
+    return image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+
+
+def _affine(image: Any) -> np.ndarray | None:
+    return image.affine.detach().cpu().numpy().astype(float) if isinstance(image, MetaTensor) else None
+
+
+class CheckImaged(MapTransform):
+    """Refuse inputs a network cannot segment meaningfully; every message names the file and what is wrong.
+
+    Put it right after ``EnsureChannelFirstd`` (channel-first data with the file's own geometry, before
+    reorientation and resampling). Each image must have
+
+    * ``spatial_dims`` spatial axes (a 2D network also takes volumes, which it segments slice by slice),
+    * ``in_channels`` channels (an RGB image into a grey network, or the reverse, or a 4D series is refused),
+    * finite voxels that are not all equal (a constant image carries nothing to segment),
+    * an affine with a positive, finite spacing along every spatial axis.
+
+    When ``label_key`` is present too, the label must have one channel, the image's spatial shape and affine, and
+    whole values in ``0 .. num_classes - 1``.
+
+    Args:
+        keys: the image key(s).
+        spatial_dims: the network's spatial dimensionality (2 or 3).
+        in_channels: the channels the network takes.
+        label_key: the label to check against the first image key, if present in the data.
+        num_classes: the number of classes the label may hold (required with ``label_key``).
+        affine_tolerance: largest difference allowed between the image's and the label's affine entries (mm).
+        allow_missing_keys: do not raise for missing image keys.
+
+    Raises:
+        ValueError: on the first problem found, naming the file.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_dims: int,
+        in_channels: int,
+        label_key: str | None = None,
+        num_classes: int | None = None,
+        affine_tolerance: float = 1e-2,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if label_key is not None and (num_classes is None or num_classes < 1):
+            raise ValueError(f"label_key needs num_classes (at least 1), got {num_classes}.")
+        self.spatial_dims = int(spatial_dims)
+        self.in_channels = int(in_channels)
+        self.label_key = label_key
+        self.num_classes = num_classes
+        self.affine_tolerance = float(affine_tolerance)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Check the images (and the label) of ``data``; return ``data`` unchanged."""
+        d = dict(data)
+        first = None
+        for key in self.key_iterator(d):
+            self._check_image(d[key], key)
+            first = first or key
+        if self.label_key is not None and self.label_key in d and first is not None:
+            self._check_label(d[self.label_key], d[first], first)
+        return d
+
+    def _check_image(self, image: Any, key: Hashable) -> None:
+        source = _source(image, key)
+        affine = _affine(image)
+        image = _plain(image)
+        rank = image.ndim - 1
+        allowed = (2, 3) if self.spatial_dims == 2 else (3,)
+        if rank not in allowed:
+            shape = list(image.shape[1:])
+            raise ValueError(
+                f"{source}: a {rank}D image {shape} cannot be segmented by this {self.spatial_dims}D network "
+                f"(it takes {' or '.join(f'{a}D' for a in allowed)} images)."
+            )
+        if image.shape[0] != self.in_channels:
+            raise ValueError(
+                f"{source}: the image has {image.shape[0]} channel(s) but the network takes {self.in_channels} "
+                "(an RGB image into a grey network or the reverse, or a 4D series?)."
+            )
+        finite = torch.isfinite(image)
+        if not bool(finite.all()):
+            nan = int(torch.isnan(image).sum())
+            raise ValueError(
+                f"{source}: the image has {nan} NaN and {int((~finite).sum()) - nan} infinite voxel value(s)."
+            )
+        low, high = torch.aminmax(image)
+        if bool(low == high):
+            raise ValueError(f"{source}: the image is constant (every voxel is {float(low):g}); nothing to segment.")
+        if affine is not None:
+            block = affine[:rank, :rank] if affine.shape[0] > rank else affine
+            spacing = np.linalg.norm(block, axis=0)
+            if not (np.isfinite(affine).all() and (spacing > 0).all() and abs(np.linalg.det(block)) > 0):
+                raise ValueError(
+                    f"{source}: the image's affine has zero, negative or invalid voxel spacing {spacing.tolist()}."
+                )
+
+    def _check_label(self, label: Any, image: Any, key: Hashable) -> None:
+        source = _source(label, self.label_key)
+        values = _plain(label)
+        if values.shape[0] != 1:
+            raise ValueError(f"{source}: the label has {values.shape[0]} channels; expected one map of class indices.")
+        image_shape = tuple(image.shape[1:])
+        if tuple(values.shape[1:]) != image_shape:
+            raise ValueError(
+                f"{source}: the label's shape {list(values.shape[1:])} differs from its image's {list(image_shape)} "
+                f"({_source(image, key)})."
+            )
+        label_affine, image_affine = _affine(label), _affine(image)
+        if label_affine is not None and image_affine is not None:
+            difference = float(np.abs(label_affine - image_affine).max())
+            if not difference <= self.affine_tolerance:
+                raise ValueError(
+                    f"{source}: the label's affine differs from its image's by up to {difference:.4g} mm "
+                    f"({_source(image, key)}); they do not describe the same voxels."
+                )
+        if not bool(torch.isfinite(values).all()) or not bool((values == values.round()).all()):
+            raise ValueError(f"{source}: the label holds values that are not whole class indices.")
+        low, high = torch.aminmax(values)
+        if low < 0 or high >= self.num_classes:
+            found = torch.unique(values)
+            outside = [int(v) for v in found if not 0 <= v < self.num_classes]
+            raise ValueError(
+                f"{source}: label values {outside} are outside the class range 0..{self.num_classes - 1} "
+                f"(values found: {[int(v) for v in found][:20]})."
+            )

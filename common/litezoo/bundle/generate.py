@@ -105,17 +105,38 @@ def _network_def(spec: BundleSpec, train: bool) -> dict[str, Any]:
 
 
 def _load(keys: list[str]) -> list[dict[str, Any]]:
-    """Load, channel-first, RAS, resample (linear for images, nearest for labels), normalise."""
+    """Load, channel-first, check (:class:`litezoo.transforms.CheckImaged`), RAS, resample (linear for images,
+    nearest for labels), normalise."""
     modes = ["bilinear" if key == "image" else "nearest" for key in keys]
     keys_value: str | list[str] = keys if len(keys) > 1 else keys[0]
+    check: dict[str, Any] = {
+        "_target_": "litezoo.transforms.CheckImaged",
+        "keys": "image",
+        "spatial_dims": "@spatial_dims",
+        "in_channels": "@in_channels",
+    }
+    if "label" in keys:
+        check |= {"label_key": "label", "num_classes": "@num_classes"}
     return [
         {"_target_": "LoadImaged", "keys": keys_value},
         {"_target_": "EnsureChannelFirstd", "keys": keys_value},
+        check,
         {"_target_": "Orientationd", "keys": keys_value, "axcodes": "RAS"},
         {"_target_": "Spacingd", "keys": keys_value, "pixdim": "@pixdim", "mode": modes if len(keys) > 1 else modes[0]},
         "@intensity",
         {"_target_": "EnsureTyped", "keys": keys_value},
     ]
+
+
+def _model_loader(path: str) -> dict[str, Any]:
+    """:class:`litezoo.checkpoints.ModelLoader`: MONAI's ``CheckpointLoader`` with a clear error for a missing or
+    mismatched ``model.pt``."""
+    return {
+        "_target_": "litezoo.checkpoints.ModelLoader",
+        "load_path": path,
+        "network": "@network",
+        "map_location": "@device",
+    }
 
 
 def _softmax_onehot() -> list[dict[str, Any]]:
@@ -395,12 +416,7 @@ def evaluate_config(spec: BundleSpec) -> dict[str, Any]:
             ],
         },
         "validate#handlers": [
-            {
-                "_target_": "CheckpointLoader",
-                "load_path": "$@ckpt_dir + '/model.pt'",
-                "load_dict": {"model": "@network"},
-                "map_location": "@device",
-            },
+            _model_loader("$@ckpt_dir + '/model.pt'"),
             {"_target_": "StatsHandler", "iteration_log": False},
             {
                 "_target_": "litezoo.handlers.SegmentationMetricsCSV",
@@ -470,6 +486,7 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         "ckpt_path": "$@bundle_root + '/models/model.pt'",
         **_common(spec),
         "output_ext": spec.output_ext,
+        "skip_existing": False,
         "sw_batch_size": 4,
         "overlap": 0.5,
     }
@@ -480,9 +497,19 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
             "device": DEVICE,
             "network_def": _network_def(spec, train=False),
             "network": "$@network_def.to(@device)",
-            "datalist": {"_target_": "litezoo.data.inference_datalist", "dataset_dir": "@dataset_dir"},
+            "datalist": {
+                "_target_": "litezoo.data.inference_datalist",
+                "dataset_dir": "@dataset_dir",
+                "output_dir": "@output_dir",
+                "output_ext": "@output_ext",
+                "skip_existing": "@skip_existing",
+            },
             "preprocessing": {"_target_": "Compose", "transforms": _load(["image"])},
-            "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+            "dataset": {
+                "_target_": "litezoo.inference.CaseDataset",
+                "data": "@datalist",
+                "transform": "@preprocessing",
+            },
             "dataloader": {
                 "_target_": "DataLoader",
                 "dataset": "@dataset",
@@ -518,19 +545,13 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
                         "output_dtype": "$numpy.uint8",
                         "separate_folder": False,
                         "resample": False,
+                        "writer": "litezoo.io.AtomicImageWriter",
                     },
                 ],
             },
         }
     )
-    handlers: list[dict[str, Any]] = [
-        {
-            "_target_": "CheckpointLoader",
-            "load_path": "@ckpt_path",
-            "load_dict": {"model": "@network"},
-            "map_location": "@device",
-        }
-    ]
+    handlers: list[dict[str, Any]] = [_model_loader("@ckpt_path")]
     if spec.deploy:
         handlers.append(
             {"_target_": "litezoo.handlers.Reparameterize", "network": "@network", "_disabled_": "$not @deploy"}
@@ -538,7 +559,8 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
     handlers.append({"_target_": "StatsHandler", "iteration_log": False})
     config["handlers"] = handlers
     config["evaluator"] = {
-        "_target_": "SupervisedEvaluator",
+        "_target_": "litezoo.inference.CaseEvaluator",
+        "output_dir": "@output_dir",
         "device": "@device",
         "val_data_loader": "@dataloader",
         "network": "@network",

@@ -52,8 +52,13 @@ def _defaults_table(spec: BundleSpec) -> str:
         ("optimiser", optimiser, "as the paper (see above)"),
         ("`batch_size`, `epochs`", f"{recipe['batch_size']}, {recipe['epochs']}", checkpoint),
         ("`val_interval`, `val_fraction`", "1, 0.2", "validation by sliding window (slice-wise for 2D on volumes)"),
-        ("`seed`", "42", "`monai.utils.set_determinism` and the train/validation split"),
-        ("`resume`", "false", "true continues from `models/training_state.pt` (saved every epoch)"),
+        ("`seed`", "42", "`monai.utils.set_determinism` and the split: two CPU runs give identical weights"),
+        (
+            "`resume`",
+            "false",
+            "true continues from `models/training_state.pt` (saved atomically every epoch with every random state: "
+            "a killed run resumes to the same weights as an uninterrupted one)",
+        ),
     ]
     if spec.deep_training:
         rows.append(("deep training", "on", "`litezoo.handlers.DeepTrainingSchedule` anneals the slope to 1"))
@@ -151,7 +156,15 @@ def render_readme(spec: BundleSpec) -> str:
         f"The network sees windows whose sizes are multiples of {divisor} (`{shape}`); images are padded as needed.",
         f"## Output\n\nOne `uint8` label map per input, `<case>_seg{spec.output_ext}`, with the input's exact shape "
         f"and affine (the preprocessing is inverted before saving): {classes}. Inputs whose names would collide "
-        "are refused before anything runs.",
+        "are refused before anything runs. Each label map is written to a hidden temporary file and renamed, so an "
+        "interrupted run never leaves a partial file; `--skip_existing true` leaves the cases already segmented "
+        "alone (to finish an interrupted batch), the default overwrites them.\n\n"
+        "A bad input (unreadable, empty or truncated file, unsupported type, wrong dimensionality or channel count, "
+        "NaN or infinite voxels, a constant image, zero or negative spacing, a DICOM folder with several series, a "
+        "missing slice or uneven slice spacing) fails alone: the run logs `FAILED <file>: <reason>`, segments the "
+        "other cases, writes `inference_report.csv` (one row per case: `case, source, status, reason`) to the output "
+        "folder and exits non-zero. Problems of the whole run (no input, missing or mismatched `models/model.pt`, "
+        "an output folder that cannot be written) stop it before the first case.",
         f"## Performance\n\nNo trained weights ship with this version (the papers' datasets cannot be redistributed "
         f"or downloaded here); `models/model.pt` is written by training. The default network has {parameters:,} "
         f"parameters and needs {macs / 1e9:.3f} G multiply-accumulates per {roi} window (counted with "
