@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nifti_affine", "write_demo_dataset", "write_dicom_series"]
+__all__ = ["nifti_affine", "write_ct_volume", "write_demo_dataset", "write_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,11 @@ def write_dicom_series(
         ds.SOPClassUID = CT_IMAGE_STORAGE
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.PatientName, ds.PatientID = "Demo^LiteZoo", patient_id
+        ds.PatientBirthDate, ds.PatientSex = "", "O"  # type 2 (present, may be empty): DICOM SEG writers copy them
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.StudyDate = ds.SeriesDate = today
+        ds.StudyTime = ds.SeriesTime = "120000"
+        ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
         ds.Modality, ds.SeriesDescription = "CT", series_description
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -98,6 +101,25 @@ def _volume_case(rng: np.random.RandomState, size: Sequence[int], classes: int) 
         *size, num_objs=6, rad_max=rad_max, rad_min=rad_min, noise_max=0.15, num_seg_classes=classes, random_state=rng
     )
     return image * 400.0 - 100.0, label.astype(np.uint8)  # soft tissue around -100..300 HU
+
+
+def write_ct_volume(
+    path: str | Path, size: Sequence[int], spacing: Sequence[float], classes: int = 1, seed: int = 0
+) -> Path:
+    """Write one synthetic CT-like volume (Hounsfield units, float32 NIfTI) of ``size`` voxels at ``spacing`` mm,
+    centred on the scanner origin; benchmarks use it as a realistic-size input.
+
+    Returns:
+        ``path``.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image, _ = _volume_case(np.random.RandomState(seed), size, classes)
+    origin = [-0.5 * n * s for n, s in zip(size, spacing)]
+    nib.save(nib.Nifti1Image(image.astype(np.float32), nifti_affine(spacing, origin)), path)
+    return path
 
 
 def write_demo_dataset(

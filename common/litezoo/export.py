@@ -52,7 +52,8 @@ def to_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Pat
     """Export ``model`` (eval mode) to ONNX with input ``image`` and output ``pred``.
 
     The batch axis and every spatial axis are dynamic; spatial axes are declared as multiples of the network's
-    ``divisor``, which the ONNX graph records (``16*s0``...).
+    ``divisor``, which the ONNX graph records (``16*s0``...). The weights are stored inside the one ``.onnx`` file
+    (no ``.onnx.data`` beside it).
 
     Args:
         model: a LiteZoo network.
@@ -71,6 +72,7 @@ def to_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Pat
     with warnings.catch_warnings():
         # torch.onnx warns that torchvision's operators cannot be registered; LiteZoo uses none of them.
         warnings.filterwarnings("ignore", message=".*torchvision.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch's own deprecation
         torch.onnx.export(
             model,
             (example_input(model),),
@@ -80,6 +82,7 @@ def to_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Pat
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
+            external_data=False,
             verbose=False,
         )
     return path

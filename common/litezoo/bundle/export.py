@@ -1,0 +1,296 @@
+"""``litezoo export <bundle>``: ``models/model.ts`` and ``models/model.onnx`` from ``models/model.pt``, each checked
+against the eager network before it replaces anything.
+
+The network is ``network_def`` of the bundle's ``configs/inference.json`` with the weights of ``models/model.pt``
+(loaded with ``weights_only=True`` and ``strict=True``); when the config sets ``deploy`` (LV-UNet) it is
+re-parameterised first (:func:`litezoo.networks.reparameterize`), so both files hold the fused deploy layout.
+
+* TorchScript: :func:`litezoo.export.to_torchscript` (scripted, traced where scripting fails), saved with MONAI's
+  ``save_net_with_metadata`` exactly as ``monai.bundle ckpt_export`` does: ``extra/metadata.json`` is the bundle's
+  metadata and ``extra/inference.json`` its inference config (MONAI Deploy reads both from the archive), plus
+  ``extra/litezoo_export.json`` recording the checkpoint's sha256 and the measured differences.
+* ONNX: :func:`litezoo.export.to_onnx`: input ``image``, output ``pred``, dynamic batch and spatial axes (multiples
+  of the network's divisor); the same record is stored in the model's ``metadata_props``.
+
+Both are reloaded (``torch.jit.load``, ONNX Runtime) and compared with the eager network on two inputs of different
+batch and spatial size (:func:`check_inputs`); only when both differ by at most the tolerance are they moved into
+``models/`` (temporary files beside them, then a rename each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.data import save_net_with_metadata
+from torch import nn
+
+from litezoo import networks
+from litezoo.bundle.archive import sha256_file
+from litezoo.bundle.verify import find_bundles
+from litezoo.checkpoints import load_checkpoint
+from litezoo.export import max_abs_difference, onnx_runner, to_onnx, to_torchscript
+
+__all__ = [
+    "EXPORT_RECORD",
+    "ExportReport",
+    "bundle_network",
+    "check_inputs",
+    "export_bundle",
+    "export_bundles",
+    "export_record",
+]
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+EXPORT_RECORD = "litezoo_export.json"  # extra file of model.ts; key prefix of model.onnx metadata_props
+ONNX_RECORD_KEY = "litezoo_export"
+EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # INFO lines per optimisation pass
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the ONNX exporter's per-pass INFO and warning lines out of the command's output (errors still show)."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_bundle` wrote and measured.
+
+    Attributes:
+        bundle: the bundle folder.
+        torchscript: ``models/model.ts``.
+        onnx: ``models/model.onnx``.
+        method: ``"scripted"`` or ``"traced"`` (TorchScript).
+        deploy: the network was re-parameterised to its deploy layout before export.
+        input_shapes: the two input shapes compared, ``(B, C, *spatial)`` each.
+        torchscript_differences: max |eager - TorchScript| per input shape.
+        onnx_differences: max |eager - ONNX Runtime| per input shape.
+        sizes: bytes of ``model.pt``, ``model.ts`` and ``model.onnx``.
+    """
+
+    bundle: Path
+    torchscript: Path
+    onnx: Path
+    method: str
+    deploy: bool
+    input_shapes: tuple[tuple[int, ...], ...]
+    torchscript_differences: tuple[float, ...]
+    onnx_differences: tuple[float, ...]
+    sizes: dict[str, int]
+
+
+def _read_json(path: Path, bundle_dir: Path) -> dict[str, Any]:
+    rel = path.relative_to(bundle_dir).as_posix()
+    if not path.is_file():
+        raise ValueError(f"{bundle_dir.name}: {rel} does not exist.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{bundle_dir.name}: {rel} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{bundle_dir.name}: {rel} is not a JSON object.")
+    return data
+
+
+def bundle_network(bundle_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[nn.Module, ConfigParser]:
+    """The inference network of a bundle with its trained weights, in eval mode (deploy layout where configured).
+
+    Args:
+        bundle_dir: the bundle folder.
+        checkpoint: the weights (default ``models/model.pt``): a flat state dict.
+
+    Returns:
+        ``(network, parser)``; ``parser`` holds ``configs/inference.json`` with ``bundle_root`` set to the folder.
+
+    Raises:
+        ValueError: (naming the file) the config does not build ``network_def``, the checkpoint is missing, not a
+            weights-only file, or does not load strictly into the network.
+    """
+    bundle_dir = Path(bundle_dir).resolve()
+    config_file = bundle_dir / "configs" / "inference.json"
+    _read_json(config_file, bundle_dir)
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(bundle_dir)
+    try:
+        network = parser.get_parsed_content("network_def")
+    except Exception as err:  # noqa: BLE001 - any failure to build the network is the config's problem
+        raise ValueError(f"{config_file}: network_def does not build: {err}") from err
+    checkpoint = Path(checkpoint) if checkpoint is not None else bundle_dir / "models" / "model.pt"
+    if not checkpoint.is_file():
+        raise ValueError(f"{checkpoint} does not exist: train the bundle first (it writes models/model.pt).")
+    state = load_checkpoint(checkpoint)
+    try:
+        network.load_state_dict(state, strict=True)
+    except Exception as err:  # noqa: BLE001 - wrong keys or shapes
+        raise ValueError(f"{checkpoint} does not load into network_def of {config_file}: {err}") from err
+    network.eval()
+    if "deploy" in parser and parser.get_parsed_content("deploy"):
+        network = networks.reparameterize(network)
+    return network, parser
+
+
+def check_inputs(network: nn.Module, roi_size: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Two random inputs the exports are compared on: batch 1 at ``roi_size``, and batch 2 with every side one
+    divisor step smaller, or one step larger where the side is at most two steps (some networks need two voxels at
+    their coarsest level)."""
+    divisor = network.divisor
+    other = [side - divisor if side > 2 * divisor else side + divisor for side in roi_size]
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(1, network.in_channels, *roi_size, generator=generator),
+        torch.randn(2, network.in_channels, *other, generator=generator),
+    ]
+
+
+def _differences(network: nn.Module, candidate: Any, inputs: list[torch.Tensor]) -> tuple[float, ...]:
+    return tuple(max_abs_difference(network, candidate, [x]) for x in inputs)
+
+
+def _temporary(path: Path) -> Path:
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def export_record(path: str | Path) -> dict[str, Any] | None:
+    """The record :func:`export_bundle` stored in a ``model.ts`` or ``model.onnx`` (``None`` when it has none)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {prop.key: prop.value for prop in model.metadata_props}
+        return json.loads(props[ONNX_RECORD_KEY]) if ONNX_RECORD_KEY in props else None
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith(f"/extra/{EXPORT_RECORD}")]
+        return json.loads(archive.read(names[0])) if names else None
+
+
+def _add_onnx_record(path: Path, record: dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    prop = model.metadata_props.add()
+    prop.key, prop.value = ONNX_RECORD_KEY, json.dumps(record, sort_keys=True)
+    onnx.save(model, str(path))
+
+
+def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance: float = TOLERANCE) -> ExportReport:
+    """Write ``models/model.ts`` and ``models/model.onnx`` of one bundle from its ``models/model.pt``.
+
+    Args:
+        bundle: a bundle folder, or the name of one under ``<root>/bundles``.
+        root: the repository root (see :func:`litezoo.bundle.verify.find_bundles`).
+        tolerance: the largest max |eager - export| accepted on either input.
+
+    Returns:
+        The files written and the differences measured.
+
+    Raises:
+        ValueError: the bundle, its config or its checkpoint is unusable (see :func:`bundle_network`), or an export
+            differs from the eager network by more than ``tolerance``; nothing in ``models/`` is changed then.
+    """
+    (bundle_dir,) = find_bundles(str(bundle), root=root)
+    metadata = _read_json(bundle_dir / "configs" / "metadata.json", bundle_dir)
+    inference = _read_json(bundle_dir / "configs" / "inference.json", bundle_dir)
+    network, parser = bundle_network(bundle_dir)
+    checkpoint = bundle_dir / "models" / "model.pt"
+    deploy = bool("deploy" in parser and parser.get_parsed_content("deploy"))
+    inputs = check_inputs(network, list(parser.get_parsed_content("roi_size")))
+    shapes = tuple(tuple(x.shape) for x in inputs)
+    ts_path, onnx_path = bundle_dir / "models" / "model.ts", bundle_dir / "models" / "model.onnx"
+    ts_tmp, onnx_tmp = _temporary(ts_path), _temporary(onnx_path)
+    record = {
+        "checkpoint": "models/model.pt",
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "deploy": deploy,
+        "input_shapes": [list(shape) for shape in shapes],
+        "tolerance": tolerance,
+        "torch": torch.__version__.split("+")[0],
+    }
+    try:
+        scripted = to_torchscript(network)
+        method = "traced" if isinstance(scripted, torch.jit.TracedModule) else "scripted"
+        save_net_with_metadata(
+            scripted,
+            str(ts_tmp),
+            include_config_vals=False,
+            append_timestamp=False,
+            meta_values=metadata,
+            more_extra_files={
+                "inference.json": json.dumps(inference).encode(),
+                EXPORT_RECORD: json.dumps(record | {"method": method}).encode(),
+            },
+        )
+        with _quiet_exporter():
+            to_onnx(network, onnx_tmp)
+        _add_onnx_record(onnx_tmp, record)
+        # the files compared are the files shipped
+        ts_diff = _differences(network, torch.jit.load(str(ts_tmp), map_location="cpu"), inputs)
+        onnx_diff = _differences(network, onnx_runner(onnx_tmp), inputs)
+        worst = max(ts_diff + onnx_diff)
+        if not worst <= tolerance:
+            raise ValueError(
+                f"{bundle_dir.name}: the export differs from the eager network by more than {tolerance} "
+                f"(TorchScript {max(ts_diff):.3g}, ONNX {max(onnx_diff):.3g} on inputs {list(shapes)}); "
+                "models/ is unchanged."
+            )
+        for tmp in (ts_tmp, onnx_tmp):
+            os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(ts_tmp, ts_path)
+        os.replace(onnx_tmp, onnx_path)
+    finally:
+        ts_tmp.unlink(missing_ok=True)
+        onnx_tmp.unlink(missing_ok=True)
+    sizes = {path.name: path.stat().st_size for path in (checkpoint, ts_path, onnx_path)}
+    report = ExportReport(bundle_dir, ts_path, onnx_path, method, deploy, shapes, ts_diff, onnx_diff, sizes)
+    logger.info(
+        "%s: %s TorchScript (max |diff| %s) and ONNX (max |diff| %s) on inputs %s%s; sizes %s",
+        bundle_dir.name,
+        method,
+        ", ".join(f"{d:.1e}" for d in ts_diff),
+        ", ".join(f"{d:.1e}" for d in onnx_diff),
+        ", ".join("x".join(map(str, shape)) for shape in shapes),
+        " (deploy layout)" if deploy else "",
+        ", ".join(f"{name} {size:,} B" for name, size in sizes.items()),
+    )
+    return report
+
+
+def export_bundles(*bundles: str, root: str | None = None, tolerance: float = TOLERANCE) -> None:
+    """``litezoo export BUNDLE [BUNDLE ...]``: TorchScript and ONNX for each bundle (see :func:`export_bundle`).
+
+    Args:
+        bundles: bundle folders or names under ``<root>/bundles``; at least one.
+        root: the repository root.
+        tolerance: the largest max |eager - export| accepted.
+
+    Raises:
+        ValueError: no bundle given, or an export failed (see :func:`export_bundle`).
+    """
+    if not bundles:
+        raise ValueError("Name at least one bundle folder to export (it needs a trained models/model.pt).")
+    for bundle in bundles:
+        export_bundle(bundle, root=root, tolerance=tolerance)
