@@ -42,9 +42,20 @@ def test_benchmark_training_report(tmp_path):
         presets="lunet_small_1f,unet_small_1f", roi=32, batch=1, steps=1, repeats=1, output=str(tmp_path / "t.md")
     )
     row = next(line for line in text.splitlines() if line.startswith("| lunet_small_1f |"))
-    samples_per_s, peak = (float(v) for v in row.split("|")[3:5])
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[1:3] == ["32x32x32", "1"]
+    samples_per_s, peak = float(cells[4]), float(cells[5])
     assert samples_per_s > 0 and peak > 0
-    assert "lunet_small_1f vs unet_small_1f" in text
+    ratio = next(line for line in text.splitlines() if line.startswith("| lunet_small_1f vs unet_small_1f |"))
+    assert ratio.count("PASS") + ratio.count("MISS") == 2
+
+
+def test_training_benchmark_defaults_to_the_bundle_setting():
+    from litezoo.benchmarks.training import bundle_setting
+
+    assert bundle_setting("lunet_small_4f") == (3, (96, 96, 96), 16, 1)
+    assert bundle_setting("unet_large_12f") == (3, (96, 96, 96), 1, 1)
+    assert bundle_setting("lv_unet") == (2, (256, 256), 8, 3)
 
 
 def test_module_entry_point(tmp_path):
@@ -65,3 +76,33 @@ def test_benchmark_soak_report(tmp_path):
     assert len(list((tmp_path / "outputs").glob("case_*_seg.nii.gz"))) == 4
     with pytest.raises(ValueError, match="must exceed warmup"):
         benchmark_soak(cases=3, warmup=2, output=None)
+
+
+def test_benchmark_inference_report(tmp_path):
+    from litezoo.benchmarks.inference import benchmark_inference
+
+    text = benchmark_inference(
+        presets="lunet_small_1f,unet_small_1f", size=32, batch=1, repeats=1, lv_unet=False, output=None
+    )
+    row = next(line for line in text.splitlines() if line.startswith("| lunet_small_1f |"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert all(float(cells[i]) > 0 for i in (3, 4, 5)), "eager, channels-last and ONNX Runtime timed"
+    assert float(cells[-1]) <= 1e-4, "every runtime gives the eager probabilities"
+    assert "G multiply-adds/s" in text and "GB/s" in text
+    targets = text.split("## Targets")[1]
+    assert "lunet_small_1f vs unet_small_1f" in targets and "memory bound" in targets
+
+
+def test_benchmark_pipeline_report(tmp_path):
+    from litezoo.benchmarks.pipeline import benchmark_pipeline
+
+    text = benchmark_pipeline(
+        bundles="lunet_segmentation", volumes="48x48x24@1.5", repeats=1, output=None, work_dir=str(tmp_path)
+    )
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "spleen baseline" in rows and "lunet_segmentation" in rows
+    cells = [cell.strip() for cell in rows["lunet_segmentation"].split("|")[1:-1]]
+    assert cells[2] == "onnx", "an exported bundle runs in ONNX Runtime"
+    wall, network = float(cells[3]), float(cells[4])
+    assert 0 < network <= wall and float(cells[6]) > 0 and cells[7].endswith("x")
+    assert len(list((tmp_path / "outputs").glob("*/ct_seg.nii.gz"))) == 2

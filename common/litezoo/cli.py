@@ -10,12 +10,18 @@ import logging
 
 import fire
 
+from litezoo.benchmarks.inference import benchmark_inference
 from litezoo.benchmarks.networks import benchmark_networks
+from litezoo.benchmarks.pipeline import benchmark_pipeline
 from litezoo.benchmarks.soak import benchmark_soak
 from litezoo.benchmarks.training import benchmark_training
+from litezoo.bundle.export import export_bundles
 from litezoo.bundle.generate import generate_bundles
+from litezoo.bundle.package import package_bundles, unpack_bundle
 from litezoo.bundle.verify import verify_bundles
+from litezoo.curves import plot_curves
 from litezoo.quickstart import run_demo
+from litezoo.visualize import plot_overlays
 
 __all__ = ["COMMANDS", "main"]
 
@@ -23,13 +29,22 @@ COMMANDS = {
     "benchmark": {
         "networks": benchmark_networks,
         "training": benchmark_training,
+        "inference": benchmark_inference,
+        "pipeline": benchmark_pipeline,
         "soak": benchmark_soak,
     },
     "bundles": {
         "generate": generate_bundles,
     },
     "verify": verify_bundles,
+    "export": export_bundles,
+    "package": package_bundles,
+    "unpack": unpack_bundle,
     "demo": run_demo,
+    "visualize": {
+        "overlays": plot_overlays,
+        "curves": plot_curves,
+    },
 }
 
 

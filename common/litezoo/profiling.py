@@ -28,6 +28,7 @@ __all__ = [
     "count_macs_thop",
     "count_parameters",
     "interleaved_latency",
+    "peak_resident_mib",
     "peak_rss_growth_mib",
     "resident_mib",
     "weights_mib",
@@ -119,6 +120,11 @@ def _status_kib(field: str) -> int:
 def resident_mib() -> float:
     """The resident set size of this process now (``VmRSS``), in MiB (Linux)."""
     return _status_kib("VmRSS") / 1024
+
+
+def peak_resident_mib() -> float:
+    """The peak resident set size of this process so far (``VmHWM``), in MiB (Linux)."""
+    return _status_kib("VmHWM") / 1024
 
 
 def peak_rss_growth_mib(work: Callable[[], object]) -> float:

@@ -218,6 +218,9 @@ def run_demo(
     for name, value in (*checked, ("test_volumes", test_volumes)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if val_interval > epochs:
+        logger.info("val_interval %d > epochs %d: validating after the last epoch instead", val_interval, epochs)
+        val_interval = epochs  # the best validated epoch becomes models/model.pt; without validation there is none
     if not 0.0 <= cache_rate <= 1.0:
         raise ValueError(f"cache_rate must be in [0, 1], got {cache_rate}.")
     if len(size) != 3 or len(spacing) != 3:

@@ -128,13 +128,13 @@ def _load(keys: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _model_loader(path: str) -> dict[str, Any]:
+def _model_loader(path: str, network: str = "@network") -> dict[str, Any]:
     """:class:`litezoo.checkpoints.ModelLoader`: MONAI's ``CheckpointLoader`` with a clear error for a missing or
     mismatched ``model.pt``."""
     return {
         "_target_": "litezoo.checkpoints.ModelLoader",
         "load_path": path,
-        "network": "@network",
+        "network": network,
         "map_location": "@device",
     }
 
@@ -484,9 +484,12 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": f"/workspace/data/{spec.name}/imagesTs",
         "ckpt_path": "$@bundle_root + '/models/model.pt'",
+        "onnx_path": "$@bundle_root + '/models/model.onnx'",
         **_common(spec),
         "output_ext": spec.output_ext,
         "skip_existing": False,
+        "backend": "auto",
+        "threads": 0,
         "sw_batch_size": 4,
         "overlap": 0.5,
     }
@@ -496,7 +499,14 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
         {
             "device": DEVICE,
             "network_def": _network_def(spec, train=False),
-            "network": "$@network_def.to(@device)",
+            "network": {
+                "_target_": "litezoo.runtime.InferenceNetwork",
+                "network": "$@network_def.to(@device)",
+                "backend": "@backend",
+                "onnx_path": "@onnx_path",
+                "ckpt_path": "@ckpt_path",
+                "threads": "@threads",
+            },
             "datalist": {
                 "_target_": "litezoo.data.inference_datalist",
                 "dataset_dir": "@dataset_dir",
@@ -551,10 +561,10 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
             },
         }
     )
-    handlers: list[dict[str, Any]] = [_model_loader("@ckpt_path")]
+    handlers: list[dict[str, Any]] = [_model_loader("@ckpt_path", network="@network_def")]
     if spec.deploy:
         handlers.append(
-            {"_target_": "litezoo.handlers.Reparameterize", "network": "@network", "_disabled_": "$not @deploy"}
+            {"_target_": "litezoo.handlers.Reparameterize", "network": "@network_def", "_disabled_": "$not @deploy"}
         )
     handlers.append({"_target_": "StatsHandler", "iteration_log": False})
     config["handlers"] = handlers

@@ -114,6 +114,17 @@ def _commands(spec: BundleSpec) -> str:
         f"--config_file <bundle>/configs/inference.json --bundle_root <bundle> --input_shape "
         f'"[1, {spec.in_channels}, {", ".join(str(s) for s in spec.roi_size)}]" --converter_kwargs '
         f"\"{{'input_names': ['image'], 'output_names': ['pred'], 'dynamic_axes': {_dynamic_axes(spec)}}}\"\n```",
+        "Or, with LiteZoo installed, `litezoo export <bundle>`: both files from `models/model.pt`"
+        + (", in the re-parameterised deploy layout," if spec.deploy else "")
+        + " each compared with the eager network on two input sizes (max |diff| <= 1e-4) before it replaces "
+        "anything. `litezoo package <bundle>` then writes `<name>.zip` (and its `.sha256`): reproducible, with the "
+        "LiteZoo code the configs need inside, so it runs where LiteZoo is not installed; `litezoo unpack` "
+        "extracts it safely (hash checked, no member outside its folder).",
+        "Inference picks its runtime with `backend` (`auto` by default): ONNX Runtime when `models/model.onnx` was "
+        "written by `litezoo export` from the current `models/model.pt` (an export of other weights is never used), "
+        "else PyTorch (channels-last for 3D networks on the CPU). `--backend torch` or `--backend onnx` forces one; "
+        "their probabilities agree within 1e-4. `--threads N` sets the intra-op threads; `--sw_batch_size` and "
+        "`--overlap` tune the sliding window.",
         "Check the bundle (files, metadata, configs, workflow properties, network shapes, TorchScript equality): "
         "`litezoo verify <bundle>`.",
         "Training curves: `tensorboard --logdir <bundle>/eval`. With the optional `mlflow` extra installed "
@@ -146,9 +157,10 @@ def render_readme(spec: BundleSpec) -> str:
     choices = "\n".join(f"- {choice}" for choice in spec.choices)
     references = "\n".join(f"- {reference}" for reference in spec.references)
     sections = [
-        f"# Model Overview\n\n{spec.overview}\n\nThe network code comes from the installed `litezoo` package "
-        "(`litezoo.networks`); this bundle holds configuration only. This file is generated from "
-        "`litezoo/bundle/catalog.py` (`litezoo bundles generate`).",
+        f"# Model Overview\n\n{spec.overview}\n\nThe network code comes from the `litezoo` package "
+        "(`litezoo.networks`): in the LiteZoo repository this bundle holds configuration only and uses the installed "
+        "package; a zip made by `litezoo package` carries a copy of the modules it needs in `litezoo/`. This file "
+        "is generated from `litezoo/bundle/catalog.py` (`litezoo bundles generate`).",
         f"## Data\n\n{spec.data}\n\n{spec.paper_data}",
         f"## Training configuration\n\nDefaults follow {spec.recipe_source}.\n\n{_defaults_table(spec)}\n\n"
         f"Choices made where the paper is silent:\n\n{choices}",

@@ -1,0 +1,110 @@
+"""Inference runtimes: ONNX Runtime and PyTorch (channels-last) give the same probabilities, ``auto`` picks ONNX
+only for an export of the current weights, and a bundle's inference runs on either with the same label maps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from litezoo import networks
+from litezoo.bundle.export import export_bundle
+from litezoo.demo import write_demo_dataset
+from litezoo.runtime import InferenceNetwork, choose_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES = {"roi_size": [16, 16, 16], "pixdim": [1.5, 1.5, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A copy of the LUNet bundle with untrained weights, exported by ``litezoo export``."""
+    bundle = tmp_path_factory.mktemp("runtime") / "lunet_segmentation"
+    shutil.copytree(ROOT / "bundles" / "lunet_segmentation", bundle)
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.json")
+    network = parser.get_parsed_content("network_def")
+    with torch.no_grad():  # BatchNorm statistics away from the identity, so a wrong layout shows
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    export_bundle(bundle)
+    return bundle
+
+
+def _network(bundle: Path, backend: str) -> InferenceNetwork:
+    network = networks.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2).eval()
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    models = bundle / "models"
+    return InferenceNetwork(network, backend, models / "model.onnx", models / "model.pt").eval()
+
+
+def test_runtimes_agree_on_probabilities(exported):
+    x = torch.randn(3, 1, 32, 48, 16, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    with torch.inference_mode():
+        for backend in ("torch", "onnx"):
+            network = _network(exported, backend)
+            outputs[backend] = network(x).softmax(1)
+            assert network.active == backend
+    reference = _network(exported, "torch")
+    reference.channels_last = False
+    with torch.inference_mode():
+        plain = reference(x).softmax(1)
+    assert float((outputs["onnx"] - plain).abs().max()) <= 1e-4
+    assert float((outputs["torch"] - plain).abs().max()) <= 1e-4, "channels-last changes nothing but the speed"
+
+
+def test_auto_uses_onnx_only_for_an_export_of_the_current_weights(exported, tmp_path):
+    models = exported / "models"
+    assert choose_backend("auto", models / "model.onnx", models / "model.pt") == "onnx"
+    assert choose_backend("auto", tmp_path / "none.onnx", models / "model.pt") == "torch"
+    retrained = tmp_path / "model.pt"
+    state = torch.load(models / "model.pt", weights_only=True)
+    state = {key: value + 1 if value.is_floating_point() else value for key, value in state.items()}
+    torch.save(state, retrained)
+    assert choose_backend("auto", models / "model.onnx", retrained) == "torch", "a stale export is not used"
+    with pytest.raises(ValueError, match="was exported from another model.pt"):
+        choose_backend("onnx", models / "model.onnx", retrained)
+    with pytest.raises(ValueError, match="does not exist"):
+        choose_backend("onnx", tmp_path / "none.onnx", models / "model.pt")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        choose_backend("tensorrt", None, None)
+
+
+def test_bundle_inference_gives_the_same_labels_on_both_runtimes(exported, tmp_path):
+    from monai.bundle import run
+
+    data = write_demo_dataset(tmp_path / "data", volumes=2, images_2d=0, size=(40, 40, 16), spacing=(1.5, 1.5, 3.0))
+    labels = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        run(
+            config_file=str(exported / "configs" / "inference.json"),
+            bundle_root=str(exported),
+            dataset_dir=str(data["nifti"] / "imagesTr"),
+            output_dir=str(out),
+            backend=backend,
+            **OVERRIDES,
+        )
+        labels[backend] = {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(out.glob("*_seg.nii.gz"))}
+    assert sorted(labels["torch"]) == sorted(labels["onnx"]) and len(labels["torch"]) == 2
+    for name, torch_labels in labels["torch"].items():
+        agreement = float((torch_labels == labels["onnx"][name]).mean())
+        assert agreement >= 0.9999, f"{name}: {agreement:.6f} of the voxels agree"
+
+
+def test_wrapper_loads_and_saves_the_networks_own_weights(exported):
+    wrapper = _network(exported, "torch")
+    state = torch.load(exported / "models" / "model.pt", weights_only=True)
+    assert wrapper.state_dict().keys() == state.keys()
+    fresh = InferenceNetwork(networks.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2))
+    fresh.load_state_dict(state)  # strict: the keys of model.pt, no wrapper prefix
+    assert all(torch.equal(fresh.network.state_dict()[k], v) for k, v in state.items())
