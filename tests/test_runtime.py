@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 from litezoo import networks
 from litezoo.bundle.export import export_bundle
 from litezoo.demo import write_demo_dataset
-from litezoo.runtime import InferenceNetwork, choose_backend
+from litezoo.runtime import CHANNELS_LAST_INACCURATE, InferenceNetwork, choose_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {"roi_size": [16, 16, 16], "pixdim": [1.5, 1.5, 3.0]}
@@ -108,3 +108,44 @@ def test_wrapper_loads_and_saves_the_networks_own_weights(exported):
     fresh = InferenceNetwork(networks.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2))
     fresh.load_state_dict(state)  # strict: the keys of model.pt, no wrapper prefix
     assert all(torch.equal(fresh.network.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", networks.list_presets())
+def test_torch_runtime_layout_keeps_probabilities(name):
+    """The torch runtime's memory format (channels-last where :func:`channels_last_suits`) moves no probability by
+    more than 1e-4. Two 64^3 windows: enough voxels per group for channels-last GroupNorm to drift (1.8e-4)."""
+    network = networks.create(name, spatial_dims=3, in_channels=1, out_channels=2).eval()
+    size = -(-64 // network.divisor) * network.divisor
+    x = torch.randn(2, 1, size, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = network(x).softmax(1)
+        runtime = InferenceNetwork(network, "torch").eval()
+        assert float((runtime(x).softmax(1) - plain).abs().max()) <= 1e-4
+
+
+def _norm_layers() -> dict[type, torch.nn.Module]:
+    """Each normalisation layer type the 3D presets use, as its narrowest instance."""
+    layers: dict[type, torch.nn.Module] = {}
+    for name in networks.list_presets():
+        for module in networks.create(name, spatial_dims=3, in_channels=1, out_channels=2).modules():
+            if isinstance(module, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm)):
+                channels = getattr(module, "num_channels", getattr(module, "num_features", 0))
+                known = layers.get(type(module))
+                if known is None or channels < getattr(known, "num_channels", getattr(known, "num_features", 0)):
+                    layers[type(module)] = module
+    return layers
+
+
+def test_channels_last_inaccurate_lists_exactly_the_drifting_layers():
+    """A norm layer the presets use is in CHANNELS_LAST_INACCURATE exactly when its channels-last CPU kernel moves
+    outputs by more than 1e-4 on a 4-window batch of 96^3 (offset input, like CT in HU after scaling)."""
+    generator = torch.Generator().manual_seed(0)
+    for kind, layer in _norm_layers().items():
+        layer = layer.eval()
+        channels = getattr(layer, "num_channels", getattr(layer, "num_features", 0))
+        x = torch.randn(4, channels, 96, 96, 96, generator=generator) + 3
+        with torch.inference_mode():
+            reference = layer.double()(x.double()).float()
+            layer.float()
+            drift = float((layer(x.contiguous(memory_format=torch.channels_last_3d)) - reference).abs().max())
+        assert (drift > 1e-4) == issubclass(kind, CHANNELS_LAST_INACCURATE), f"{kind.__name__}: {drift:.1e}"

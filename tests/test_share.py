@@ -22,10 +22,10 @@ from shared_bundles import BUNDLES, bundle_with_weights, image_shape, inputs_for
 
 from litezoo import networks
 from litezoo.bundle.archive import ZIP_EPOCH, extract_zip, sha256_file, write_zip
-from litezoo.bundle.export import bundle_network, export_bundle, export_record
+from litezoo.bundle.export import bundle_network, export_bundle
 from litezoo.bundle.package import SYS_PATH_ITEM, package_bundle
 from litezoo.bundle.vendor import package_source
-from litezoo.export import max_abs_difference, onnx_runner
+from litezoo.export import export_record, max_abs_difference, onnx_runner
 
 TOLERANCE = 1e-4
 
@@ -133,6 +133,16 @@ def test_package_is_reproducible_and_holds_only_what_it_should(tmp_path):
     assert "initialize" not in json.loads(files["configs/evaluate.json"])  # an overlay keeps train.json's
     original = json.loads((copy / "configs" / "inference.json").read_text())
     assert "initialize" not in original, "the bundle folder itself is not changed"
+
+    from litezoo.bundle.verify import check_files
+
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(first.zip_path) as archive:
+        archive.extractall(unpacked)
+    check_files(unpacked / "lv_unet_segmentation")  # the vendored package is the one place Python may live
+    (unpacked / "lv_unet_segmentation" / "configs" / "extra.py").write_text("")
+    with pytest.raises(ValueError, match="Python file configs/extra.py"):
+        check_files(unpacked / "lv_unet_segmentation")
 
 
 def _fresh_env_requirements(meta: dict) -> list[str]:

@@ -6,19 +6,35 @@ must be a multiple of it); the exporters use them to build example inputs and ON
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["example_input", "max_abs_difference", "onnx_runner", "to_onnx", "to_torchscript"]
+__all__ = [
+    "EXPORT_RECORD",
+    "ONNX_RECORD_KEY",
+    "example_input",
+    "export_record",
+    "max_abs_difference",
+    "onnx_runner",
+    "to_onnx",
+    "to_torchscript",
+]
 
 logger = logging.getLogger(__name__)
 
+EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # INFO lines per optimisation pass
+EXPORT_RECORD = "litezoo_export.json"  # extra file of model.ts with what `litezoo export` checked
+ONNX_RECORD_KEY = "litezoo_export"  # the same record in model.onnx metadata_props
 INPUT_NAME = "image"
 OUTPUT_NAME = "pred"
 
@@ -48,6 +64,20 @@ def to_torchscript(model: nn.Module) -> torch.jit.ScriptModule:
             return torch.jit.trace(model, example_input(model))
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the ONNX exporter's per-pass INFO and warning lines out of the output (errors still show)."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
 def to_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Path:
     """Export ``model`` (eval mode) to ONNX with input ``image`` and output ``pred``.
 
@@ -69,7 +99,7 @@ def to_onnx(model: nn.Module, path: str | Path, opset: int | None = None) -> Pat
     dim = torch.export.Dim
     spatial = {2 + i: model.divisor * dim(f"size{i}") for i in range(model.spatial_dims)}
     dynamic_shapes = {"x": {0: dim("batch"), **spatial}}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_exporter():
         # torch.onnx warns that torchvision's operators cannot be registered; LiteZoo uses none of them.
         warnings.filterwarnings("ignore", message=".*torchvision.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)  # torch's own deprecation
@@ -118,3 +148,17 @@ def max_abs_difference(
             raise ValueError(f"Output shapes differ: {tuple(expected.shape)} vs {tuple(actual.shape)}.")
         worst = max(worst, (expected - actual).abs().max().item())
     return worst
+
+
+def export_record(path: str | Path) -> dict[str, Any] | None:
+    """The record ``litezoo export`` stored in a ``model.ts`` or ``model.onnx`` (``None`` when it has none)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {prop.key: prop.value for prop in model.metadata_props}
+        return json.loads(props[ONNX_RECORD_KEY]) if ONNX_RECORD_KEY in props else None
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith(f"/extra/{EXPORT_RECORD}")]
+        return json.loads(archive.read(names[0])) if names else None

@@ -104,10 +104,10 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 def _runtimes(model: nn.Module, x: torch.Tensor, folder: Path) -> dict[str, Callable[[], torch.Tensor]]:
     """The runtimes of one model: callables returning its logits for ``x``."""
     from litezoo.export import to_onnx
-    from litezoo.runtime import onnx_session
+    from litezoo.runtime import channels_last_suits, onnx_session
 
     calls: dict[str, Callable[[], torch.Tensor]] = {"eager": lambda: model(x)}
-    if x.dim() == 5:
+    if channels_last_suits(model):  # as the torch runtime decides
         last = torch.channels_last_3d
         model_cl = _ChannelsLast(model, last)
         calls["channels-last"] = lambda: model_cl(x)

@@ -19,13 +19,10 @@ batch and spatial size (:func:`check_inputs`); only when both differ by at most 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import tempfile
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,38 +36,26 @@ from litezoo import networks
 from litezoo.bundle.archive import sha256_file
 from litezoo.bundle.verify import find_bundles
 from litezoo.checkpoints import load_checkpoint
-from litezoo.export import max_abs_difference, onnx_runner, to_onnx, to_torchscript
+from litezoo.export import (
+    EXPORT_RECORD,
+    ONNX_RECORD_KEY,
+    max_abs_difference,
+    onnx_runner,
+    to_onnx,
+    to_torchscript,
+)
 
 __all__ = [
-    "EXPORT_RECORD",
     "ExportReport",
     "bundle_network",
     "check_inputs",
     "export_bundle",
     "export_bundles",
-    "export_record",
 ]
 
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
-EXPORT_RECORD = "litezoo_export.json"  # extra file of model.ts; key prefix of model.onnx metadata_props
-ONNX_RECORD_KEY = "litezoo_export"
-EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # INFO lines per optimisation pass
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Keep the ONNX exporter's per-pass INFO and warning lines out of the command's output (errors still show)."""
-    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -174,20 +159,6 @@ def _temporary(path: Path) -> Path:
     return Path(name)
 
 
-def export_record(path: str | Path) -> dict[str, Any] | None:
-    """The record :func:`export_bundle` stored in a ``model.ts`` or ``model.onnx`` (``None`` when it has none)."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        props = {prop.key: prop.value for prop in model.metadata_props}
-        return json.loads(props[ONNX_RECORD_KEY]) if ONNX_RECORD_KEY in props else None
-    with zipfile.ZipFile(path) as archive:
-        names = [name for name in archive.namelist() if name.endswith(f"/extra/{EXPORT_RECORD}")]
-        return json.loads(archive.read(names[0])) if names else None
-
-
 def _add_onnx_record(path: Path, record: dict[str, Any]) -> None:
     import onnx
 
@@ -244,8 +215,7 @@ def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance:
                 EXPORT_RECORD: json.dumps(record | {"method": method}).encode(),
             },
         )
-        with _quiet_exporter():
-            to_onnx(network, onnx_tmp)
+        to_onnx(network, onnx_tmp)
         _add_onnx_record(onnx_tmp, record)
         # the files compared are the files shipped
         ts_diff = _differences(network, torch.jit.load(str(ts_tmp), map_location="cpu"), inputs)

@@ -131,7 +131,7 @@ def _bundle_files(bundle_dir: Path) -> list[Path]:
 
 def _check_exports(bundle_dir: Path) -> None:
     """``models/model.pt`` exists; exports made by ``litezoo export`` must come from it."""
-    from litezoo.bundle.export import export_record
+    from litezoo.export import export_record
 
     checkpoint = bundle_dir / "models" / "model.pt"
     if not checkpoint.is_file():

@@ -122,7 +122,8 @@ def _commands(spec: BundleSpec) -> str:
         "extracts it safely (hash checked, no member outside its folder).",
         "Inference picks its runtime with `backend` (`auto` by default): ONNX Runtime when `models/model.onnx` was "
         "written by `litezoo export` from the current `models/model.pt` (an export of other weights is never used), "
-        "else PyTorch (channels-last for 3D networks on the CPU). `--backend torch` or `--backend onnx` forces one; "
+        "else PyTorch (channels-last for 3D networks on the CPU, but not networks with GroupNorm, whose "
+        "channels-last kernel drifts by up to 5e-3). `--backend torch` or `--backend onnx` forces one; "
         "their probabilities agree within 1e-4. `--threads N` sets the intra-op threads; `--sw_batch_size` and "
         "`--overlap` tune the sliding window.",
         "Check the bundle (files, metadata, configs, workflow properties, network shapes, TorchScript equality): "

@@ -195,8 +195,19 @@ def _contained_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
+def _vendored_packages(bundle_dir: Path) -> set[str]:
+    """The packages a ``litezoo package`` zip carries as code (``vendored_packages`` of its metadata)."""
+    try:
+        metadata = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    vendored = metadata.get("vendored_packages") if isinstance(metadata, dict) else None
+    return set(vendored) if isinstance(vendored, dict) else set()
+
+
 def check_files(bundle_dir: Path) -> str:
-    """Folder name, required files and folders, no Python files, no file over 1 MB outside ``models/``/``eval/``.
+    """Folder name, required files and folders, no Python files (but the packages a shared zip vendors, listed in
+    its metadata's ``vendored_packages``), no file over 1 MB outside ``models/``/``eval/``.
 
     Args:
         bundle_dir: the bundle folder.
@@ -214,9 +225,10 @@ def check_files(bundle_dir: Path) -> str:
     problems += [f"missing {name}" for name in REQUIRED_FILES if not (bundle_dir / name).is_file()]
     problems += [f"missing folder {name}/" for name in REQUIRED_FOLDERS if not (bundle_dir / name).is_dir()]
     files = sorted(path for path in bundle_dir.rglob("*") if path.is_file())
+    vendored = _vendored_packages(bundle_dir)
     for path in files:
         rel = path.relative_to(bundle_dir)
-        if path.suffix == ".py":
+        if path.suffix == ".py" and rel.parts[0] not in vendored:
             problems.append(f"Python file {rel.as_posix()} (bundle code comes from the installed litezoo package)")
         size = path.stat().st_size
         if size > MAX_FILE_BYTES and rel.parts[0] not in LARGE_FILE_FOLDERS:
