@@ -50,8 +50,9 @@ class _Payload:
 def test_load_checkpoint_refuses_pickled_code_and_names_bad_files(tmp_path):
     marker = tmp_path / "marker"
     torch.save({"model": _Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="evil.pt cannot be loaded safely"):
+    with pytest.raises(ValueError, match=r"evil.pt cannot be loaded safely: it holds more than tensors") as raised:
         load_checkpoint(tmp_path / "evil.pt")
+    assert "\n" not in str(raised.value) and "\x1b" not in str(raised.value), "one plain line"
     assert not marker.exists(), "no code ran"
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

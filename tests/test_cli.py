@@ -99,10 +99,14 @@ def test_benchmark_pipeline_report(tmp_path):
     text = benchmark_pipeline(
         bundles="lunet_segmentation", volumes="48x48x24@1.5", repeats=1, output=None, work_dir=str(tmp_path)
     )
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    assert "spleen baseline" in rows and "lunet_segmentation" in rows
-    cells = [cell.strip() for cell in rows["lunet_segmentation"].split("|")[1:-1]]
-    assert cells[2] == "onnx", "an exported bundle runs in ONNX Runtime"
-    wall, network = float(cells[3]), float(cells[4])
-    assert 0 < network <= wall and float(cells[6]) > 0 and cells[7].endswith("x")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].split("|")[1:-1]]
+    rows = {cells[0]: dict(zip(header, cells)) for cells in ([c.strip() for c in ln.split("|")[1:-1]] for ln in lines)}
+    lunet, baseline = rows["lunet_segmentation"], rows["spleen baseline"]
+    assert lunet["runtime"] == "onnx", "an exported bundle runs in ONNX Runtime"
+    assert (lunet["grid mm"], baseline["grid mm"]) == ("1x1x1", "1.5x1.5x2"), "each resamples to its own spacing"
+    wall, network = float(lunet["wall s"]), float(lunet["network s"])
+    assert 0 < network <= wall and float(lunet["peak RSS MiB"]) > 0 and lunet["vs baseline (wall)"].endswith("x")
+    assert int(lunet["windows"]) == int(baseline["windows"]) == 1, "a volume smaller than the ROI is one window"
+    assert float(lunet["network ms/window"]) == pytest.approx(1000 * network, abs=51), "network s has one decimal"
     assert len(list((tmp_path / "outputs").glob("*/ct_seg.nii.gz"))) == 2

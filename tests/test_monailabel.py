@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from envs import python_env
-from readme import pip_steps, readme_blocks, run_block, with_variables
+from readme import ROOT, pip_steps, readme_blocks, run_block, with_variables
 from shared_bundles import BUNDLES, bundle_with_weights, metadata
 
 from litezoo.bundle.archive import extract_zip
@@ -20,8 +20,8 @@ ENV = ".venv-label"
 
 def _kind(bundle: str) -> str:
     """The data a bundle's datastore holds: NIfTI volumes, grey PNG or RGB PNG images."""
-    image = json.loads((bundle_with_weights.__globals__["ROOT"] / "bundles" / bundle / "configs" / "metadata.json")
-                       .read_text())["network_data_format"]["inputs"]["image"]  # fmt: skip
+    image = json.loads((ROOT / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    image = image["network_data_format"]["inputs"]["image"]
     if len(image["spatial_shape"]) == 3:
         return "volumes"
     return "rgb" if image["num_channels"] == 3 else "grey"

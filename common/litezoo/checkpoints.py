@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +79,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise ValueError(f"Checkpoint {path} cannot be loaded safely: {err}") from err
+        raise ValueError(f"Checkpoint {path} cannot be loaded safely: {_load_failure(err)}") from err
+
+
+def _load_failure(err: Exception) -> str:
+    """One line for a failed weights-only load: the refused object when the file holds pickled code (torch's own
+    message spans a page of advice with terminal escapes), else the first line of the error."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            refused = line.split("WeightsUnpickler error:", 1)[1].split(" Please use", 1)[0].strip().rstrip(".")
+            return f"it holds more than tensors ({refused}); run only checkpoints from sources you trust."
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _rank() -> int:
