@@ -102,33 +102,20 @@ def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def _runtimes(model: nn.Module, x: torch.Tensor, folder: Path) -> dict[str, Callable[[], torch.Tensor]]:
-    """The runtimes of one model: callables returning its logits for ``x``."""
+    """The runtimes of one model, as a bundle's :class:`litezoo.runtime.InferenceNetwork` runs them: callables
+    returning its logits for ``x``. ``channels-last`` is the torch runtime where it changes the layout."""
+    import copy
+
     from litezoo.export import to_onnx
-    from litezoo.runtime import channels_last_suits, onnx_session
+    from litezoo.runtime import InferenceNetwork, channels_last_suits
 
     calls: dict[str, Callable[[], torch.Tensor]] = {"eager": lambda: model(x)}
-    if channels_last_suits(model):  # as the torch runtime decides
-        last = torch.channels_last_3d
-        model_cl = _ChannelsLast(model, last)
-        calls["channels-last"] = lambda: model_cl(x)
-    path = to_onnx(model, folder / f"{id(model)}.onnx")
-    session = onnx_session(path)
-    array = x.numpy()
-    calls["onnx"] = lambda: torch.from_numpy(session.run(["pred"], {"image": array})[0])
+    if channels_last_suits(model):
+        torch_runtime = InferenceNetwork(copy.deepcopy(model), "torch").eval()  # converts its own copy
+        calls["channels-last"] = lambda: torch_runtime(x)
+    onnx_runtime = InferenceNetwork(model, "onnx", to_onnx(model, folder / f"{id(model)}.onnx")).eval()
+    calls["onnx"] = lambda: onnx_runtime(x)
     return calls
-
-
-class _ChannelsLast:
-    """``model`` run on a channels-last copy of its weights and input."""
-
-    def __init__(self, model: nn.Module, memory_format: torch.memory_format) -> None:
-        import copy
-
-        self.model = copy.deepcopy(model).to(memory_format=memory_format)
-        self.memory_format = memory_format
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=self.memory_format))
 
 
 def _interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
