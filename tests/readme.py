@@ -1,4 +1,4 @@
-"""The README's shell blocks, run by the tests with their variables pointed at temporary folders."""
+"""The docs' shell blocks, run by the tests with their variables pointed at temporary folders."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_blocks(section: str) -> list[str]:
-    """The shell blocks under the README heading ``## <section>``."""
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
-    assert match, f"README has no '## {section}' section"
+def doc_blocks(page: str, section: str) -> list[str]:
+    """The shell blocks under the heading ``## <section>`` of ``page`` (a path from the repository root, such as
+    ``"docs/deploy.md"``), up to the next ``## `` heading or the end of the file."""
+    text = (ROOT / page).read_text()
+    match = re.search(rf"^## {re.escape(section)}[ \t]*\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
+    assert match, f"{page} has no '## {section}' section"
     return re.findall(r"```bash\n(.*?)\n```", match.group(1), re.DOTALL)
 
 
 def with_variables(block: str, values: dict[str, str]) -> str:
     """``block`` with its ``NAME=...`` lines set to ``values`` (every variable it defines must be given)."""
     defined = re.findall(r"^([A-Z]+)=", block, re.MULTILINE)
-    assert sorted(defined) == sorted(values), f"README block defines {defined}"
+    assert sorted(defined) == sorted(values), f"the block defines {defined}"
     return re.sub(r"^([A-Z]+)=.*$", lambda m: f"{m.group(1)}={values[m.group(1)]}", block, flags=re.MULTILINE)
 
 

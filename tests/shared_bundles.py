@@ -17,8 +17,8 @@ from conftest import _randomize_norms
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from litezoo.demo import write_demo_dataset
-from litezoo.networks.lv_unet import set_slope
+from litezoo.nets.blocks.fusible import set_slope
+from litezoo.tools.demo_data import write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.parent.parent.name for p in (ROOT / "bundles").glob("*/configs/metadata.json"))

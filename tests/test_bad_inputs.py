@@ -25,10 +25,10 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from litezoo.data import training_datalist
-from litezoo.demo import nifti_affine, write_dicom_series
-from litezoo.inference import CasesFailedError, describe_failure
-from litezoo.io import AtomicImageWriter
+from litezoo.runtime.data import training_datalist
+from litezoo.runtime.engines import CasesFailedError, describe_failure
+from litezoo.runtime.writers import AtomicImageWriter
+from litezoo.tools.demo_data import nifti_affine, write_dicom_series
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = (1.5, 1.5, 3.0)
@@ -109,6 +109,30 @@ def _png(path: Path, mode: str, size=(40, 36)) -> None:
     Image.fromarray(pixels, mode).save(path)
 
 
+def _one_voxel_of_tissue(path: Path) -> None:
+    """int16 air (-1024) everywhere but one voxel: nearly constant."""
+    data = np.full((24, 24, 12), -1024, np.int16)
+    data[12, 12, 6] = 40
+    _nifti(path, data)
+
+
+def _gzip_under_nii(path: Path) -> None:
+    _nifti(path.with_name("plain_twin.nii"))
+    path.write_bytes(gzip.compress(path.with_name("plain_twin.nii").read_bytes()))
+    path.with_name("plain_twin.nii").unlink()
+
+
+def _forms(path: Path, qform: np.ndarray | None, sform: np.ndarray) -> None:
+    """A NIfTI whose qform (code 1, or 0 when ``None``) and sform (code 1) are set independently."""
+    image = nib.Nifti1Image(_volume(), sform)
+    image.set_qform(qform, code=0 if qform is None else 1)
+    image.set_sform(sform, code=1)
+    nib.save(image, path)
+
+
+MIRRORED = AFFINE @ np.diag([-1.0, 1.0, 1.0, 1.0]) + np.array([[0, 0, 0, 40.0], [0, 0, 0, 0], [0, 0, 0, 0], [0] * 4])
+SHEARED = AFFINE + np.array([[0, 0.3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0] * 4])
+
 # name -> (writer, expected reason regex; None means the case is written)
 VOLUME_CASES: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "good.nii.gz": (_nifti, None),
@@ -132,9 +156,16 @@ VOLUME_CASES: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "constant.nii.gz": (lambda p: _nifti(p, np.full((24, 24, 12), 7.0, np.float32)), r"constant \(every voxel is 7\)"),
     "zero_spacing.nii.gz": (lambda p: _raw_spacing(p, [0.0, 1.5, 3.0]), r"zero, negative or invalid voxel spacing"),
     "negative_spacing.nii.gz": (lambda p: _raw_spacing(p, [-1.5, 1.5, 3.0]), r"zero, negative or invalid voxel"),
-    "two_series": (_two_series, r"the DICOM folder holds 2 series: .* Put each series in its own folder"),
+    "two_series": (_two_series, None),  # the selection rules pick one, the other is listed as ignored
     "missing_slice": (_missing_slice, r"1 slice\(s\) missing after IM0003.dcm"),
     "uneven_slices": (_uneven_slices, r"inconsistent slice spacing"),
+    "one_voxel_of_tissue.nii.gz": (_one_voxel_of_tissue, r"the image is nearly constant: only 1 of 6912 voxels"),
+    "gzip_under.nii": (_gzip_under_nii, r"gzip-compressed data under a \.nii name; rename it to \.nii\.gz"),
+    "mirrored_qform.nii.gz": (
+        lambda p: _forms(p, MIRRORED, AFFINE),
+        r"the qform and the sform disagree .*mirror image",
+    ),
+    "sheared_sform.nii.gz": (lambda p: _forms(p, None, SHEARED), None),
 }
 
 # 2D bundles: (bundle, in_channels) -> cases
@@ -176,9 +207,21 @@ def _infer(bundle: Path, inputs: Path, output: Path, **overrides) -> None:
     run(config_file=config, bundle_root=str(bundle), dataset_dir=str(inputs), output_dir=str(output), **overrides)
 
 
-def _report(output: Path) -> dict[str, tuple[str, str]]:
+def _report(output: Path, statuses: tuple[str, ...] = ("written", "failed")) -> dict[str, tuple[str, str]]:
+    """``{input name: (status, reason)}`` of the report's rows with one of ``statuses``."""
     with open(output / "inference_report.csv", newline="") as handle:
-        return {Path(row["source"]).name: (row["status"], row["reason"]) for row in csv.DictReader(handle)}
+        rows = list(csv.DictReader(handle))
+    return {Path(row["source"]).name: (row["status"], row["reason"]) for row in rows if row["status"] in statuses}
+
+
+def _ignored(output: Path) -> dict[str, list[tuple[str, str]]]:
+    """``{case: [(entry name, reason), ...]}`` of the report's ignored rows."""
+    with open(output / "inference_report.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["status"] == "ignored"]
+    ignored: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        ignored.setdefault(row["case"], []).append((Path(row["source"]).name, row["reason"]))
+    return ignored
 
 
 def _write_cases(folder: Path, cases: dict) -> None:
@@ -213,11 +256,22 @@ def test_bad_volumes_fail_alone_and_the_batch_exits_non_zero(tmp_path):
     log = result.stdout + result.stderr
     assert result.returncode != 0, "a batch with failed cases must exit non-zero"
     failures = sum(expected is not None for _, expected in VOLUME_CASES.values())
-    assert f"CasesFailedError: {failures} of {len(VOLUME_CASES)} case(s) failed" in log, log[-3000:]
+    written = len(VOLUME_CASES) - failures
+    assert f"{failures} of {len(VOLUME_CASES)} case(s) failed and the other {written} were written" in log, log[-3000:]
+    assert "Traceback" not in log, "failures are one line each; tracebacks only at debug level"
     for name, (_, expected) in VOLUME_CASES.items():
         if expected is not None:
-            assert f"FAILED {inputs / name}: " in log, f"{name} is not reported in the log"
+            assert log.count(f"FAILED {inputs / name}: ") == 1, f"{name} is not reported once in the log"
     _check_report(_report(output), VOLUME_CASES, output, ".nii.gz")
+    ignored = _ignored(output)
+    assert sorted(ignored["series_with_junk"]) == [
+        (".DS_Store", "hidden file or folder"),
+        ("DICOMDIR", "not a DICOM file (no DICOM header with a SOP Class UID)"),
+        ("notes.txt", "not a DICOM file (no DICOM header with a SOP Class UID)"),
+    ]
+    others = ignored["two_series"]
+    tie = r"^series .* not selected: it has as many images as, and a higher SeriesNumber or SeriesInstanceUID than,"
+    assert len(others) == 8 and all(re.search(tie, reason) for _, reason in others), others
     small = nib.load(output / "smaller_than_roi_seg.nii.gz")
     assert small.shape == (6, 5, 3), "a volume smaller than the window is padded, then cropped back"
     assert not list(output.glob(".*partial*")), "no temporary file is left behind"
@@ -229,12 +283,13 @@ def test_bad_images_fail_alone(bundle, tmp_path):
     copy, _ = _bundle(bundle, tmp_path, {"roi_size": [32, 32]})
     inputs, output = tmp_path / "inputs", tmp_path / "out"
     _write_cases(inputs, cases)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(CasesFailedError) as raised:
         _infer(copy, inputs, output, roi_size=[32, 32])
-    chain = [raised.value]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    assert any(isinstance(error, CasesFailedError) for error in chain), f"not a batch failure: {raised.value}"
+    failures = sum(expected is not None for _, expected in cases.values())
+    assert str(raised.value).startswith(f"{failures} of {len(cases)} case(s) failed and the other 1 were written")
+    assert sorted(source for source, _ in raised.value.failed) == sorted(
+        str(inputs / name) for name, (_, expected) in cases.items() if expected is not None
+    )
     _check_report(_report(output), cases, output, ".png")
 
 
@@ -290,7 +345,9 @@ def test_rerun_skips_or_overwrites_finished_cases(tmp_path):
     interrupted.unlink()
     _infer(bundle, inputs, output, skip_existing="true", **overrides)
     assert finished.read_bytes() == b"left alone", "skip_existing leaves a finished case alone"
-    assert list(_report(output)) == ["volume.nrrd"] and interrupted.is_file(), "only the missing case runs again"
+    report = _report(output, ("written", "failed", "skipped"))
+    assert list(report) == ["volume.nrrd", "good.nii.gz"] and interrupted.is_file(), "only the missing case runs again"
+    assert report["good.nii.gz"] == ("skipped", f"already segmented: {finished} exists (skip_existing)")
     _infer(bundle, inputs, output, **overrides)
     assert nib.load(finished).shape == (24, 24, 12), "by default finished cases are overwritten"
 

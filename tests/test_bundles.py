@@ -22,10 +22,10 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from litezoo import networks
-from litezoo.bundle import catalog
-from litezoo.bundle.generate import generate_bundles
-from litezoo.demo import write_demo_dataset
+from litezoo import nets
+from litezoo.tools.bundles import catalog
+from litezoo.tools.bundles.generate import generate_bundles
+from litezoo.tools.demo_data import write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.parent.parent.name for p in (ROOT / "bundles").glob("*/configs/metadata.json"))
@@ -95,7 +95,7 @@ def _overrides(config: dict) -> list[str]:
 
 def _smallest_roi(preset: str, dims: int, in_channels: int) -> list[int]:
     """The smallest window (a multiple of the network's divisor, at least 16) that trains with batch 2."""
-    network = networks.create(preset, spatial_dims=dims, in_channels=in_channels)
+    network = nets.create(preset, spatial_dims=dims, in_channels=in_channels)
     for multiple in range(1, 5):
         size = max(16, network.divisor * multiple)
         try:

@@ -16,8 +16,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from litezoo.checkpoints import BestModel, atomic_save, load_checkpoint
-from litezoo.demo import write_demo_dataset
+from litezoo.runtime.checkpoints import BestModel, atomic_save, load_checkpoint
+from litezoo.tools.demo_data import write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

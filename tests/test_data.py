@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Orientation
 
-from litezoo.data import case_name, check_source, inference_datalist, list_images, training_datalist
-from litezoo.demo import write_demo_dataset
+from litezoo.runtime.data import (
+    case_name,
+    check_source,
+    dicom_series,
+    inference_datalist,
+    list_images,
+    training_datalist,
+)
+from litezoo.runtime.dicom import scan_study
+from litezoo.tools.demo_data import write_demo_dataset
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +81,22 @@ def test_empty_and_missing_folders_are_named(tmp_path):
         training_datalist(tmp_path / "empty")
 
 
-def test_dicom_folder_with_two_series_is_refused(demo, tmp_path):
+def test_dicom_folder_with_two_series_selects_one(demo, tmp_path):
     mixed = tmp_path / "mixed"
     shutil.copytree(demo["dicom"] / "imagesTr" / "case_000", mixed)
     for path in (demo["dicom"] / "imagesTr" / "case_001").iterdir():
         shutil.copy(path, mixed / f"other_{path.name}")
-    assert list_images(tmp_path) == [str(mixed)], "listed as one case, which fails its own check"
-    with pytest.raises(ValueError, match="holds 2 series"):
-        check_source(mixed)
+    (mixed / "IM0006.dcm").unlink()  # case_000 keeps 5 slices: the series with the most images is case_001's
+    assert list_images(tmp_path) == [str(mixed)], "listed as one case"
+    check_source(mixed)
+    study = scan_study(mixed)
+    assert [instance.path.name for instance in study.series.instances] == [f"other_IM000{k}.dcm" for k in range(1, 7)]
+    assert sorted(path.name for path, _ in study.ignored) == [f"IM000{k}.dcm" for k in range(1, 6)]
+    assert all("not selected: it has fewer images than" in reason for _, reason in study.ignored)
+    assert sorted(dicom_series(mixed).values(), key=len) == [
+        sorted(mixed / f"IM000{k}.dcm" for k in range(1, 6)),
+        sorted(mixed / f"other_IM000{k}.dcm" for k in range(1, 7)),
+    ]
 
 
 def test_non_image_files_in_dicom_folders_are_ignored(demo, tmp_path):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import spatial_shapes
 
-from litezoo import networks
-from litezoo.export import example_input, max_abs_difference, onnx_runner, to_onnx, to_torchscript
+from litezoo import nets
+from litezoo.tools.export import example_input, max_abs_difference, onnx_runner, to_onnx, to_torchscript
 
-CASES = [(name, dims) for name in networks.list_presets() for dims in (2, 3)]
+CASES = [(name, dims) for name in nets.list_presets() for dims in (2, 3)]
 TOLERANCE = 1e-4
 
 
@@ -21,7 +21,7 @@ def _inputs(model):
 
 def _model(name, dims):
     torch.manual_seed(0)
-    return networks.create(name, spatial_dims=dims, in_channels=1, out_channels=2).eval()
+    return nets.create(name, spatial_dims=dims, in_channels=1, out_channels=2).eval()
 
 
 @pytest.mark.parametrize("name,dims", CASES)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from litezoo import networks
+from litezoo import nets
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 # One preset per family; small and large sizes alternate so both block depths are covered.
@@ -24,7 +24,7 @@ SAMPLES = 256
 
 def _golden_output(name: str, randomize_norms) -> tuple[list[int], torch.Tensor]:
     torch.manual_seed(1234)
-    model = randomize_norms(networks.create(name, spatial_dims=3, in_channels=1, out_channels=2), seed=1234)
+    model = randomize_norms(nets.create(name, spatial_dims=3, in_channels=1, out_channels=2), seed=1234)
     d = model.divisor
     x = torch.randn(1, 1, d, 2 * d, d, generator=torch.Generator().manual_seed(4321))
     with torch.no_grad():

@@ -15,10 +15,9 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.handlers import CheckpointLoader
 
-from litezoo import networks
-from litezoo.blocks.fusible import FusibleBlock, deep_training_slope
-from litezoo.handlers import DeepTrainingSchedule, Reparameterize, SegmentationMetricsCSV
-from litezoo.networks.lv_unet import set_slope
+from litezoo import nets
+from litezoo.nets.blocks.fusible import FusibleBlock, deep_training_slope, set_slope
+from litezoo.runtime.handlers import DeepTrainingSchedule, Reparameterize, SegmentationMetricsCSV
 
 
 class _Wrapper(torch.nn.Module):
@@ -30,7 +29,7 @@ class _Wrapper(torch.nn.Module):
 
 
 def test_deep_training_schedule_ends_at_one_and_allows_fusion():
-    model = networks.create("lv_unet", spatial_dims=2, in_channels=3)
+    model = nets.create("lv_unet", spatial_dims=2, in_channels=3)
     slopes_per_iteration = []
 
     def step(engine, batch):
@@ -43,7 +42,7 @@ def test_deep_training_schedule_ends_at_one_and_allows_fusion():
     per_epoch = [s.pop() for s in slopes_per_iteration[::2]]
     assert per_epoch == [deep_training_slope(e, 4) for e in range(1, 5)]
     assert per_epoch[-1] == 1.0
-    fused = networks.reparameterize(model)
+    fused = nets.reparameterize(model)
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         assert (fused(x) - model.eval()(x)).abs().max().item() <= 1e-4
@@ -270,7 +269,7 @@ def test_metrics_csv_distributed_rank0_writes_all_cases(tmp_path):
 def _lv_unet(seed: int, randomize_norms) -> torch.nn.Module:
     """A training-layout LV-UNet (training mode) at the end of deep training (slope 1) with non-trivial BN."""
     torch.manual_seed(seed)
-    net = networks.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2)
+    net = nets.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2)
     set_slope(net, 1.0)
     return randomize_norms(net, seed)
 
@@ -316,7 +315,7 @@ def test_reparameterize_after_checkpoint_loader(tmp_path, randomize_norms):
     assert handler.fused == 20  # every block and its series activation
     # The fusible blocks keep no BatchNorm; the MobileNet encoder is not fused (as in LV-UNet) and keeps its BNs.
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for b in blocks for m in b.modules())
-    deployed = networks.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2, deploy=True)
+    deployed = nets.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2, deploy=True)
     deployed.load_state_dict(network.state_dict(), strict=True)
 
     handler(evaluator)  # idempotent: a second call fuses nothing and changes nothing
@@ -338,7 +337,7 @@ def test_reparameterize_before_checkpoint_loader_fails(tmp_path, randomize_norms
 
 
 def test_reparameterize_rejects_slope_below_one():
-    network = networks.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2)
+    network = nets.create("lv_unet", spatial_dims=2, in_channels=3, out_channels=2)
     set_slope(network, 0.0)
     evaluator = _evaluator(network)
     Reparameterize(network).attach(evaluator)

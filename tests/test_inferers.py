@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litezoo import networks
-from litezoo.inferers import SegmentationInferer
+from litezoo import nets
+from litezoo.runtime.inference import SegmentationInferer
 
 
 @pytest.fixture
 def net2d():
     torch.manual_seed(0)
-    return networks.create("lunet_small_1f", spatial_dims=2, out_channels=3).eval()
+    return nets.create("lunet_small_1f", spatial_dims=2, out_channels=3).eval()
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def test_same_rank_uses_sliding_windows(net2d):
 
 @torch.no_grad()
 def test_3d_network_refuses_2d_input():
-    net3d = networks.create("lunet_small_1f", spatial_dims=3).eval()
+    net3d = nets.create("lunet_small_1f", spatial_dims=3).eval()
     with pytest.raises(ValueError, match="3D network .* cannot segment a 2D input"):
         SegmentationInferer(roi_size=(16, 16, 16))(torch.zeros(1, 1, 32, 32), net3d)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litezoo.losses import LOSSES, AutomaticWeightedLoss, create_loss
+from litezoo.runtime.losses import LOSSES, AutomaticWeightedLoss, create_loss
 
 
 def _batch(classes: int = 2, seed: int = 0):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from litezoo import networks
-from litezoo.blocks.shift import SpatialShift, shift_along
-from litezoo.losses import MultiScaleLoss, create_loss
+from litezoo import nets
+from litezoo.nets.blocks.shift import SpatialShift, shift_along
+from litezoo.runtime.losses import MultiScaleLoss, create_loss
 
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_output_contract(dims):
-    model = networks.create("lsu_net", spatial_dims=dims, in_channels=1, out_channels=3)
+    model = nets.create("lsu_net", spatial_dims=dims, in_channels=1, out_channels=3)
     size = 64
     x = torch.randn(2, 1, *[size] * dims)
     outputs = model.train()(x)
@@ -21,7 +21,7 @@ def test_output_contract(dims):
         assert y.shape == (2, 3, *[size // 2**level] * dims)
     with torch.no_grad():
         assert model.eval()(x).shape == (2, 3, *[size] * dims)
-    plain = networks.create("lsu_net", spatial_dims=dims, in_channels=1, out_channels=3, deep_supervision=False)
+    plain = nets.create("lsu_net", spatial_dims=dims, in_channels=1, out_channels=3, deep_supervision=False)
     assert plain.train()(x).shape == (2, 3, *[size] * dims)
     # the heads always exist, so a deep-supervision checkpoint loads into a plain model
     plain.load_state_dict(model.state_dict(), strict=True)
@@ -45,7 +45,7 @@ def test_shift_uses_every_axis_in_3d():
 
 def test_automatic_weights_are_trained():
     torch.manual_seed(0)
-    model = networks.create("lsu_net", spatial_dims=2, in_channels=1, out_channels=2).train()
+    model = nets.create("lsu_net", spatial_dims=2, in_channels=1, out_channels=2).train()
     loss_fn = create_loss("dice_ce", num_scales=6)
     assert isinstance(loss_fn, MultiScaleLoss)
     optimizer = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=1e-2)

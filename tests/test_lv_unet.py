@@ -8,10 +8,9 @@ import pickle
 import pytest
 import torch
 
-from litezoo import networks
-from litezoo.blocks.fusible import FusibleBlock, deep_training_slope
-from litezoo.networks.lv_unet import set_slope
-from litezoo.profiling import count_parameters
+from litezoo import nets
+from litezoo.nets.blocks.fusible import FusibleBlock, deep_training_slope, set_slope
+from litezoo.tools.profiling import count_parameters
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -63,8 +62,8 @@ def _fake_torchvision_file(tmp_path, extra: bool = True):
 
 
 def test_parameter_counts_train_and_deploy():
-    assert count_parameters(networks.create("lv_unet", spatial_dims=2, in_channels=3)) == 934_545
-    assert count_parameters(networks.create("lv_unet", spatial_dims=2, in_channels=3, deploy=True)) == 513_585
+    assert count_parameters(nets.create("lv_unet", spatial_dims=2, in_channels=3)) == 934_545
+    assert count_parameters(nets.create("lv_unet", spatial_dims=2, in_channels=3, deploy=True)) == 513_585
 
 
 def test_schedule_endpoints_and_shape():
@@ -80,7 +79,7 @@ def test_schedule_endpoints_and_shape():
 
 
 def test_set_slope_reaches_every_block():
-    model = networks.create("lv_unet", spatial_dims=2, in_channels=3)
+    model = nets.create("lv_unet", spatial_dims=2, in_channels=3)
     set_slope(model, 0.25)
     slopes = {m.slope for m in model.modules() if isinstance(m, FusibleBlock)}
     assert slopes == {0.25}
@@ -89,9 +88,9 @@ def test_set_slope_reaches_every_block():
 
 
 def test_encoder_key_map_matches_torchvision_layout():
-    from litezoo.networks.lv_unet import torchvision_key_map
+    from litezoo.nets.blocks.mobilenet import torchvision_key_map
 
-    encoder = networks.create("lv_unet", spatial_dims=2, in_channels=3).encoder
+    encoder = nets.create("lv_unet", spatial_dims=2, in_channels=3).encoder
     mapping = torchvision_key_map(encoder)
     expected = _torchvision_features_0_to_9()
     assert set(mapping) == set(expected)
@@ -101,27 +100,27 @@ def test_encoder_key_map_matches_torchvision_layout():
 
 
 def test_encoder_weights_load_from_torchvision_file(tmp_path):
-    from litezoo.networks.lv_unet import torchvision_key_map
+    from litezoo.nets.blocks.mobilenet import torchvision_key_map
 
     path, state = _fake_torchvision_file(tmp_path)
-    model = networks.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(path))
+    model = nets.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(path))
     own = model.encoder.state_dict()
     for tv_key, key in torchvision_key_map(model.encoder).items():
         torch.testing.assert_close(own[key], state[tv_key])
-    grey = networks.create("lv_unet", spatial_dims=2, in_channels=1, encoder_weights=str(path))
+    grey = nets.create("lv_unet", spatial_dims=2, in_channels=1, encoder_weights=str(path))
     torch.testing.assert_close(grey.encoder.stem[0].weight, state["features.0.0.weight"].sum(1, keepdim=True))
 
 
 def test_encoder_weights_errors(tmp_path):
     path, state = _fake_torchvision_file(tmp_path, extra=False)
     with pytest.raises(ValueError, match="2D"):
-        networks.create("lv_unet", spatial_dims=3, in_channels=3, encoder_weights=str(path))
+        nets.create("lv_unet", spatial_dims=3, in_channels=3, encoder_weights=str(path))
     with pytest.raises(ValueError, match="ImageNet weights fit"):
-        networks.create("lv_unet", spatial_dims=2, in_channels=4, encoder_weights=str(path))
+        nets.create("lv_unet", spatial_dims=2, in_channels=4, encoder_weights=str(path))
     del state["features.5.block.2.fc1.weight"]
     torch.save(state, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match="features.5.block.2.fc1.weight"):
-        networks.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(tmp_path / "partial.pth"))
+        nets.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(tmp_path / "partial.pth"))
 
 
 class _Payload:
@@ -133,4 +132,4 @@ def test_encoder_weights_refuse_pickled_code(tmp_path):
     path = tmp_path / "malicious.pth"
     path.write_bytes(pickle.dumps({"features.0.0.weight": _Payload()}))
     with pytest.raises(ValueError, match="Cannot read encoder weights"):
-        networks.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(path))
+        nets.create("lv_unet", spatial_dims=2, in_channels=3, encoder_weights=str(path))

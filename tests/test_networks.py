@@ -1,6 +1,6 @@
 """Every preset of the registry, in 2D and 3D: build, forward/backward, output contract, exact sizes, bad input.
 
-Cases are generated from :func:`litezoo.networks.list_presets`, so a new preset is tested without a new test.
+Cases are generated from :func:`litezoo.nets.list_presets`, so a new preset is tested without a new test.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import spatial_shapes
 
-from litezoo import networks
-from litezoo.profiling import count_parameters
+from litezoo import nets
+from litezoo.nets.base import SegmentationNetwork
+from litezoo.tools.profiling import count_parameters
 
-PRESETS = networks.list_presets()
+PRESETS = nets.list_presets()
 CASES = [(name, dims) for name in PRESETS for dims in (2, 3)]
 
 # Trainable parameters, spatial_dims=3, in_channels=1, out_channels=1 (LUnet reference, counted on its code).
@@ -36,16 +37,20 @@ def test_registry_holds_every_reference_preset():
     assert not missing, f"presets missing from the registry: {sorted(missing)}"
 
 
+def test_every_network_derives_from_the_shared_base():
+    assert all(issubclass(network, SegmentationNetwork) for network in nets.NETWORKS.values())
+
+
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMETERS))
 def test_parameter_count_matches_reference(name):
-    model = networks.create(name, spatial_dims=3, in_channels=1, out_channels=1)
+    model = nets.create(name, spatial_dims=3, in_channels=1, out_channels=1)
     assert count_parameters(model) == REFERENCE_PARAMETERS[name]
 
 
 @pytest.mark.parametrize("name,dims", CASES)
 def test_forward_backward(name, dims):
     torch.manual_seed(0)
-    model = networks.create(name, spatial_dims=dims, in_channels=2, out_channels=3)
+    model = nets.create(name, spatial_dims=dims, in_channels=2, out_channels=3)
     spatial, _, _ = spatial_shapes(model.divisor, dims)
     x = torch.randn(2, 2, *spatial)
     outputs = model.train()(x)
@@ -66,7 +71,7 @@ def test_forward_backward(name, dims):
 
 @pytest.mark.parametrize("name,dims", CASES)
 def test_bad_input_is_a_value_error(name, dims):
-    model = networks.create(name, spatial_dims=dims).eval()
+    model = nets.create(name, spatial_dims=dims).eval()
     d = model.divisor
     with pytest.raises(ValueError, match=f"multiple of {d}"):
         model(torch.zeros(1, 1, *[d + 1] * dims))
@@ -77,31 +82,31 @@ def test_bad_input_is_a_value_error(name, dims):
 
 
 def test_mednext_refuses_a_single_bottleneck_voxel():
-    model = networks.create("mednext_small", spatial_dims=3).eval()
+    model = nets.create("mednext_small", spatial_dims=3).eval()
     with pytest.raises(ValueError, match="coarsest level"):
         model(torch.zeros(1, 1, 16, 16, 16))
 
 
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(ValueError, match="lunet_small_4f") as err:
-        networks.create("lunet_tiny_9f")
+        nets.create("lunet_tiny_9f")
     assert "lunet_tiny_9f" in str(err.value)
 
 
 def test_unknown_override_is_named():
     with pytest.raises(ValueError, match=r"no argument \['deploy'\].*'dropout'"):
-        networks.create("lunet_small_4f", deploy=True)
+        nets.create("lunet_small_4f", deploy=True)
 
 
 def test_overrides_apply_to_a_copy():
-    model = networks.create("lunet_small_4f", dropout=0.0, channels=(8, 8, 8))
+    model = nets.create("lunet_small_4f", dropout=0.0, channels=(8, 8, 8))
     assert model.divisor == 4
-    assert networks.preset("lunet_small_4f")["dropout"] == 0.005
-    assert networks.preset("lunet_small_4f")["channels"] == (4, 4, 4, 4, 4)
+    assert nets.preset("lunet_small_4f")["dropout"] == 0.005
+    assert nets.preset("lunet_small_4f")["channels"] == (4, 4, 4, 4, 4)
 
 
 def test_presets_train_with_reference_dropout():
-    model = networks.create("lunet_small_4f")
+    model = nets.create("lunet_small_4f")
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout3d)]
     # 2 units x (4 encoder + 1 bottleneck + 3 decoder) + 1 unit at the last decoder level; the segmenter has none.
     assert len(dropouts) == 2 * 8 + 1
@@ -111,7 +116,7 @@ def test_presets_train_with_reference_dropout():
 @pytest.mark.parametrize("name", PRESETS)
 def test_networks_return_logits(name):
     """Nothing squashes the head's output: a large head bias passes straight through."""
-    model = networks.create(name, spatial_dims=2).eval()
+    model = nets.create(name, spatial_dims=2).eval()
     with torch.no_grad():
         model.head.bias.fill_(100.0)
         y = model(torch.randn(1, 1, *[2 * model.divisor] * 2))

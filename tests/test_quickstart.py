@@ -1,4 +1,4 @@
-"""``litezoo demo`` (:func:`litezoo.quickstart.run_demo`): a tiny end-to-end run with its outputs checked
+"""``litezoo demo`` (:func:`litezoo.tools.demo.run_demo`): a tiny end-to-end run with its outputs checked
 independently, the argument checks, and a failing bundle command reported with its log."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from litezoo import cli
-from litezoo.quickstart import run_demo
+from litezoo.tools import cli
+from litezoo.tools.demo import run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "lunet_segmentation"
@@ -43,7 +43,7 @@ def test_readme_main_command_is_the_demo():
 def test_run_demo_end_to_end(tmp_path, caplog):
     out = tmp_path / "demo"
     before = _outputs(BUNDLE)
-    with caplog.at_level(logging.INFO, logger="litezoo.quickstart"):
+    with caplog.at_level(logging.INFO, logger="litezoo.tools.demo"):
         assert run_demo(output_dir=str(out), **TINY) is None
     report = (out / "report.md").read_text()
     assert "| case | Dice (NIfTI input) | Dice (DICOM input) |" in caplog.text, "the table is logged"

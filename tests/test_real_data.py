@@ -41,7 +41,7 @@ import pytest
 from filelock import FileLock  # a dependency of torch
 from monai.transforms import LoadImage
 
-from litezoo.data import case_name, training_datalist
+from litezoo.runtime.data import case_name, training_datalist
 
 ROOT = Path(__file__).resolve().parents[1]
 # The 3.1.0 sdist's pyproject.toml declares version 3.0.1a1, so pip refuses it for the requirement

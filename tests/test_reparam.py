@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from litezoo import networks
-from litezoo.blocks.fusible import FusibleBlock, SeriesActivation
-from litezoo.networks.lv_unet import set_slope
+from litezoo import nets
+from litezoo.nets.blocks.fusible import FusibleBlock, SeriesActivation, set_slope
 
 TOLERANCE = 1e-4
 BLOCK_CASES = [
@@ -66,27 +65,27 @@ def test_block_refuses_to_fuse_before_slope_one():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_lv_unet_reparameterize(dims, randomize_norms):
     torch.manual_seed(0)
-    model = randomize_norms(networks.create("lv_unet", spatial_dims=dims, in_channels=3, out_channels=2), seed=3)
+    model = randomize_norms(nets.create("lv_unet", spatial_dims=dims, in_channels=3, out_channels=2), seed=3)
     model.eval()
     x = torch.randn(1, 3, *[128] * dims)
     with pytest.raises(ValueError, match="slope"):
-        networks.reparameterize(model)
+        nets.reparameterize(model)
     set_slope(model, 1.0)
-    fused = networks.reparameterize(model)
+    fused = nets.reparameterize(model)
     assert fused is not model and not fused.training
     with torch.no_grad():
         assert (fused(x) - model(x)).abs().max().item() <= TOLERANCE
     for module in fused.modules():
         if isinstance(module, FusibleBlock):
             assert module.deploy and not _batchnorms(module)
-    deploy = networks.create("lv_unet", spatial_dims=dims, in_channels=3, out_channels=2, deploy=True)
+    deploy = nets.create("lv_unet", spatial_dims=dims, in_channels=3, out_channels=2, deploy=True)
     deploy.load_state_dict(fused.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(deploy.eval()(x), fused(x))
 
 
 def test_reparameterize_leaves_other_networks_unchanged():
-    model = networks.create("lunet_small_1f", spatial_dims=2)
-    fused = networks.reparameterize(model)
+    model = nets.create("lunet_small_1f", spatial_dims=2)
+    fused = nets.reparameterize(model)
     assert not fused.training
     assert fused.state_dict().keys() == model.state_dict().keys()

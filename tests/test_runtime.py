@@ -12,10 +12,10 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from litezoo import networks
-from litezoo.bundle.export import export_bundle
-from litezoo.demo import write_demo_dataset
-from litezoo.runtime import CHANNELS_LAST_INACCURATE, InferenceNetwork, choose_backend
+from litezoo import nets
+from litezoo.runtime.inference import CHANNELS_LAST_INACCURATE, InferenceNetwork, choose_backend
+from litezoo.tools.demo_data import write_demo_dataset
+from litezoo.tools.export import export_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {"roi_size": [16, 16, 16], "pixdim": [1.5, 1.5, 3.0]}
@@ -40,7 +40,7 @@ def exported(tmp_path_factory) -> Path:
 
 
 def _network(bundle: Path, backend: str) -> InferenceNetwork:
-    network = networks.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2).eval()
+    network = nets.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2).eval()
     network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     models = bundle / "models"
     return InferenceNetwork(network, backend, models / "model.onnx", models / "model.pt").eval()
@@ -105,17 +105,17 @@ def test_wrapper_loads_and_saves_the_networks_own_weights(exported):
     wrapper = _network(exported, "torch")
     state = torch.load(exported / "models" / "model.pt", weights_only=True)
     assert wrapper.state_dict().keys() == state.keys()
-    fresh = InferenceNetwork(networks.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2))
+    fresh = InferenceNetwork(nets.create("lunet_small_4f", spatial_dims=3, in_channels=1, out_channels=2))
     fresh.load_state_dict(state)  # strict: the keys of model.pt, no wrapper prefix
     assert all(torch.equal(fresh.network.state_dict()[k], v) for k, v in state.items())
 
 
-@pytest.mark.parametrize("name", networks.list_presets())
+@pytest.mark.parametrize("name", nets.list_presets())
 def test_torch_runtime_layout_keeps_probabilities(name):
     """The torch runtime's memory format (channels-last where :func:`channels_last_suits`) moves no probability by
     more than 1e-4 on two 64^3 windows. (Too small to show channels-last GroupNorm's drift reliably; the next test
     checks the layers themselves on a full 4 x 96^3 batch.)"""
-    network = networks.create(name, spatial_dims=3, in_channels=1, out_channels=2).eval()
+    network = nets.create(name, spatial_dims=3, in_channels=1, out_channels=2).eval()
     size = -(-64 // network.divisor) * network.divisor
     x = torch.randn(2, 1, size, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -131,8 +131,8 @@ def _channels(layer: torch.nn.Module) -> int:
 def _norm_layers() -> dict[type, torch.nn.Module]:
     """Each normalisation layer type the 3D presets use, as its narrowest instance."""
     layers: dict[type, torch.nn.Module] = {}
-    for name in networks.list_presets():
-        for module in networks.create(name, spatial_dims=3, in_channels=1, out_channels=2).modules():
+    for name in nets.list_presets():
+        for module in nets.create(name, spatial_dims=3, in_channels=1, out_channels=2).modules():
             if isinstance(module, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm)):
                 known = layers.get(type(module))
                 if known is None or _channels(module) < _channels(known):

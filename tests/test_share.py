@@ -17,15 +17,15 @@ import pytest
 import torch
 from envs import python_env
 from monai.bundle import download, load_bundle_config
-from readme import readme_blocks, run_block, with_variables
+from readme import doc_blocks, run_block, with_variables
 from shared_bundles import BUNDLES, bundle_with_weights, image_shape, inputs_for, metadata
 
-from litezoo import networks
-from litezoo.bundle.archive import ZIP_EPOCH, extract_zip, sha256_file, write_zip
-from litezoo.bundle.export import bundle_network, export_bundle
-from litezoo.bundle.package import SYS_PATH_ITEM, package_bundle
-from litezoo.bundle.vendor import package_source
-from litezoo.export import export_record, max_abs_difference, onnx_runner
+from litezoo import nets
+from litezoo.runtime.records import export_record, sha256_file
+from litezoo.tools.bundles.archive import ZIP_EPOCH, extract_zip, write_zip
+from litezoo.tools.bundles.package import SYS_PATH_ITEM, package_bundle
+from litezoo.tools.bundles.vendor import package_source
+from litezoo.tools.export import bundle_network, export_bundle, max_abs_difference, onnx_runner
 
 TOLERANCE = 1e-4
 
@@ -58,7 +58,7 @@ def test_export_writes_checked_torchscript_and_onnx(bundle, tmp_path):
     assert max_abs_difference(network, scripted, [third]) <= TOLERANCE
     assert max_abs_difference(network, onnx_runner(copy / "models" / "model.onnx"), [third]) <= TOLERANCE
     if parser.get("deploy"):  # LV-UNet: the exported weights are the fused layout
-        fused = networks.create(parser["preset"], spatial_dims=network.spatial_dims, deploy=True,
+        fused = nets.create(parser["preset"], spatial_dims=network.spatial_dims, deploy=True,
                                 in_channels=network.in_channels, out_channels=parser["num_classes"])  # fmt: skip
         tensors = {key for key in fused.state_dict() if not key.endswith("_extra_state")}
         assert set(scripted.state_dict()) == tensors and report.deploy
@@ -122,7 +122,9 @@ def test_package_is_reproducible_and_holds_only_what_it_should(tmp_path):
 
     source = package_source()
     vendored = {n: data for n, data in files.items() if n.startswith("litezoo/")}
-    assert {"litezoo/__init__.py", "litezoo/networks/__init__.py", "litezoo/networks/lv_unet.py"} <= set(vendored)
+    assert {"litezoo/__init__.py", "litezoo/nets/__init__.py", "litezoo/nets/lv_unet.py"} <= set(vendored)
+    # the networks and the bundle runtime, never the tools (command line, bundle tooling, demo, figures)
+    assert {n.split("/")[1] for n in vendored} == {"__init__.py", "nets", "runtime"}
     for name, data in vendored.items():  # byte copies of the installed package, never edited
         assert data == (source.parent / name).read_bytes(), name
     meta = json.loads(files["configs/metadata.json"])
@@ -134,7 +136,7 @@ def test_package_is_reproducible_and_holds_only_what_it_should(tmp_path):
     original = json.loads((copy / "configs" / "inference.json").read_text())
     assert "initialize" not in original, "the bundle folder itself is not changed"
 
-    from litezoo.bundle.verify import check_files
+    from litezoo.tools.bundles.verify import check_files
 
     unpacked = tmp_path / "unpacked"
     with zipfile.ZipFile(first.zip_path) as archive:
@@ -254,11 +256,11 @@ def test_unpack_command_reports_a_wrong_hash(tmp_path):
 
 @pytest.mark.slow
 def test_readme_share_commands(tmp_path):
-    (block,) = readme_blocks("Share a bundle")
+    (block,) = doc_blocks("docs/sharing.md", "Export, package, unpack and run")
     copy = bundle_with_weights("lunet_segmentation", tmp_path / "trained")
     data, _ = inputs_for(copy, tmp_path / "data")
     run_block(with_variables(block, {"B": str(copy), "OUT": str(tmp_path / "share"), "DATA": str(data)}))
     assert (copy / "models" / "model.ts").is_file() and (copy / "models" / "model.onnx").is_file()
-    assert (tmp_path / "share" / "received" / "lunet_segmentation" / "litezoo" / "networks" / "__init__.py").is_file()
+    assert (tmp_path / "share" / "received" / "lunet_segmentation" / "litezoo" / "nets" / "__init__.py").is_file()
     assert len(list((tmp_path / "share" / "predictions").glob("*_seg.nii.gz"))) == len(list(data.iterdir()))
     assert (tmp_path / "share" / "downloaded" / "lunet_segmentation" / "litezoo" / "__init__.py").is_file()

@@ -18,8 +18,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from litezoo import networks
-from litezoo.bundle.verify import CHECKS, find_bundles, run_check, verify_bundles
+from litezoo import nets
+from litezoo.tools.bundles.folders import find_bundles
+from litezoo.tools.bundles.verify import CHECKS, run_check, verify_bundles
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.parent.parent.name for p in (ROOT / "bundles").glob("*/configs/metadata.json"))
@@ -72,7 +73,7 @@ def test_every_bundle_passes_every_check(bundle, tmp_path, caplog):
     if missing:
         pytest.skip(f"{bundle} does not have {missing} yet (being added); the files check would fail")
     copy = _copy(bundle, tmp_path)
-    with caplog.at_level(logging.INFO, logger="litezoo.bundle.verify"):
+    with caplog.at_level(logging.INFO, logger="litezoo.tools.bundles.verify"):
         try:
             assert verify_bundles(str(copy)) is None
         except SystemExit:
@@ -137,8 +138,8 @@ def _wrong_divisor(meta: dict) -> None:
 
 def _other_preset_weights(bundle: Path) -> Path:
     config = json.loads((bundle / "configs" / "inference.json").read_text())
-    other = next(name for name in networks.list_presets() if name != config["preset"])
-    network = networks.create(
+    other = next(name for name in nets.list_presets() if name != config["preset"])
+    network = nets.create(
         other,
         spatial_dims=config["spatial_dims"],
         in_channels=config["in_channels"],
@@ -175,6 +176,27 @@ BREAKS = {
         "metadata",
         _meta(lambda m: _set(m, optional_packages_version={"nibabel": "5.4.2"})),
         r"has optional_packages_version",
+    ),
+    "modality_unknown": (
+        "metadata",
+        _meta(lambda m: _set(m["network_data_format"]["inputs"]["image"], modality="unknown")),
+        r"network_data_format\.inputs\.image\.modality is 'unknown': name the imaging modality of the data",
+    ),
+    "modality_missing": (
+        "metadata",
+        _meta(lambda m: m["network_data_format"]["inputs"]["image"].pop("modality")),
+        r"network_data_format\.inputs\.image\.modality is None",
+    ),
+    "generic_task": (
+        "metadata",
+        _meta(lambda m: _set(m, task="LUNet segmentation")),
+        r"task 'LUNet segmentation' does not name the modality 'CT'; configs/metadata\.json: task 'LUNet "
+        r"segmentation' does not name the foreground class\(es\) \['structure'\] of channel_def",
+    ),
+    "task_with_stale_classes": (
+        "metadata",
+        _meta(lambda m: _set(m["network_data_format"]["outputs"]["pred"]["channel_def"], **{"1": "hippocampus"})),
+        r"does not name the foreground class\(es\) \['hippocampus'\] of channel_def",
     ),
     "pred_channels": (
         "net_in_out",
@@ -231,7 +253,7 @@ def test_check_fails_on_a_broken_copy(case, tmp_path, caplog):
     broken = breaker(copy)
     with pytest.raises(ValueError, match=message):
         CHECKS[check](broken)
-    with caplog.at_level(logging.INFO, logger="litezoo.bundle.verify"), pytest.raises(SystemExit) as exit_info:
+    with caplog.at_level(logging.INFO, logger="litezoo.tools.bundles.verify"), pytest.raises(SystemExit) as exit_info:
         verify_bundles(str(broken), checks=check)
     assert exit_info.value.code == 1
     failed = _lines(caplog, "FAIL", broken.name)
@@ -273,6 +295,9 @@ def test_find_bundles(tmp_path):
     assert find_bundles(SOURCE, root=ROOT) == [(ROOT / "bundles" / SOURCE).resolve()]
     with pytest.raises(ValueError, match="neither a bundle folder"):
         find_bundles("no_such_segmentation", root=ROOT)
+    with pytest.raises(ValueError, match="holds no bundles/ folder"):
+        find_bundles(root=tmp_path)
+    (tmp_path / "bundles").mkdir()
     with pytest.raises(ValueError, match="No bundles under"):
         find_bundles(root=tmp_path)
 

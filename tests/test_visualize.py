@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from litezoo.curves import plot_curves, read_scalars
-from litezoo.demo import nifti_affine, write_demo_dataset
-from litezoo.inference import CasesFailedError
-from litezoo.visualize import bundle_class_names, load_case, plot_overlay, plot_overlays, slice_point
+from litezoo.runtime.engines import CasesFailedError
+from litezoo.tools.curves import plot_curves, read_scalars
+from litezoo.tools.demo_data import nifti_affine, write_demo_dataset
+from litezoo.tools.visualize import bundle_class_names, load_case, plot_overlay, plot_overlays, slice_point
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUME = {"size": (40, 40, 16), "spacing": (1.5, 1.5, 3.0)}

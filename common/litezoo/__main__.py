@@ -1,6 +1,6 @@
-"""``python -m litezoo``: the collection's command line (see :mod:`litezoo.cli`)."""
+"""``python -m litezoo``: the collection's command line (see :mod:`litezoo.tools.cli`)."""
 
-from litezoo.cli import main
+from litezoo.tools.cli import main
 
 if __name__ == "__main__":
     main()

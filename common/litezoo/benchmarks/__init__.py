@@ -1,1 +1,0 @@
-"""Benchmarks behind ``litezoo benchmark ...``: each returns a markdown report and writes it to a file."""

@@ -1,1 +1,0 @@
-"""Bundle tooling: the catalogue of LiteZoo bundles, the generator that writes their configs, and ``litezoo verify``."""

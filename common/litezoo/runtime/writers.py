@@ -1,0 +1,222 @@
+"""Writing label maps so that an interrupted run never leaves a half-written file.
+
+:class:`AtomicImageWriter` is a MONAI ``ImageWriter`` for
+``SaveImaged(writer="litezoo.runtime.writers.AtomicImageWriter")``: it picks MONAI's own writer for the file's
+extension (NIfTI, PNG, NRRD...), has it write a hidden temporary file in the output folder, flushes it to disk and
+renames it onto the output path. A crash or a kill leaves the previous output or the new one, never a truncated file;
+at worst a hidden ``.<name>.partial-*`` file stays behind.
+
+A NIfTI label map of a NIfTI input keeps the input's geometry header as it was: MONAI's writer sets qform and sform
+both to MONAI's affine (the input's sform) with code 1, which drops a qform that differs from the sform (a viewer
+that reads the qform would show the label somewhere else than the image) and rewrites the codes. Before the rename,
+:func:`keep_source_geometry` copies the input's qform and sform fields (quaternion, offsets, ``qfac`` and voxel
+sizes in ``pixdim[0:4]``, ``srow_*``, both codes and the spatial unit) onto the written header, after checking that
+the label map lies on the input's voxel grid: the same spatial shape, and MONAI's affine with the input's axis
+directions (``aff2axcodes``) and first voxel (within 0.01 voxel). The whole affine is not compared: for a sheared
+input MONAI's ``Invertd`` returns the voxels on the input's grid but an affine without the shear, which the copied
+sform puts right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import image_writer
+from monai.data.image_writer import ImageWriter
+
+__all__ = ["AtomicImageWriter", "keep_source_geometry"]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# NIfTI header fields that place the voxels in space, copied from an input onto its label map (pixdim[0:4] too)
+GEOMETRY_FIELDS = (
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
+GRID_TOLERANCE_VOXELS = 1e-2  # largest offset (in voxels) of the first voxel between MONAI's affine and the input's
+
+
+def _extension(name: str) -> str:
+    """The longest extension of ``name`` that MONAI has writers for (``.nii.gz`` before ``.gz``)."""
+    if not image_writer.SUPPORTED_WRITERS:
+        image_writer.init()
+    lower = name.lower()
+    known = sorted((ext for ext in image_writer.SUPPORTED_WRITERS if ext != image_writer.EXT_WILDCARD), key=len)
+    for ext in reversed(known):
+        if lower.endswith(f".{ext}"):
+            return f".{ext}"
+    return Path(name).suffix
+
+
+def _temporary_path(path: str | PathLike) -> Path:
+    """A hidden temporary path next to ``path`` with the same extension (writers choose the format by it)."""
+    path = Path(path)
+    ext = _extension(path.name)
+    stem = path.name[: len(path.name) - len(ext)] if ext else path.name
+    return path.with_name(f".{stem}.partial-{uuid.uuid4().hex[:8]}{ext}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _spatial_shape(header: Any) -> tuple[int, ...]:
+    """The spatial shape of a NIfTI header: its first three dimensions, trailing 1s dropped."""
+    shape = [int(n) for n in header["dim"][1 : 1 + min(int(header["dim"][0]), 3)]]
+    while len(shape) > 1 and shape[-1] == 1:
+        shape.pop()
+    return tuple(shape)
+
+
+def keep_source_geometry(written: str | PathLike, source: str | PathLike) -> None:
+    """Give the NIfTI file ``written`` the qform and sform of the NIfTI file ``source``, as they are in its header.
+
+    The voxel data of ``written`` are not touched; only the geometry fields of its header (see the module
+    docstring) are replaced, so ``get_qform(coded=True)`` and ``get_sform(coded=True)`` of the result equal the
+    source's exactly.
+
+    Args:
+        written: a NIfTI-1 file just written on the voxel grid of ``source`` (a label map, ``(X, Y, Z)``).
+        source: the NIfTI (-1 or -2) file it was computed from.
+
+    Raises:
+        ValueError: ``written`` is not on the voxel grid of ``source`` (another spatial shape, other axis directions,
+            or a first voxel more than 0.01 voxel away), so copying the header would misplace it.
+    """
+    import nibabel as nib
+
+    written, source = Path(written), Path(source)
+    source_header = nib.load(source).header
+    with nib.openers.ImageOpener(str(written)) as stream:
+        content = stream.read()
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(content[:348]), check=False)
+    shape, source_shape = _spatial_shape(header), _spatial_shape(source_header)
+    if shape != source_shape:
+        raise ValueError(
+            f"{written}: the label map's shape {list(shape)} is not its input's {list(source_shape)} ({source}); "
+            "its geometry header cannot be copied."
+        )
+    affine, source_affine = header.get_best_affine(), source_header.get_best_affine()
+    codes, source_codes = nib.aff2axcodes(affine), nib.aff2axcodes(source_affine)
+    offset = float(np.abs(np.linalg.solve(source_affine, affine[:, 3]) - [0, 0, 0, 1]).max())
+    if codes != source_codes or not offset <= GRID_TOLERANCE_VOXELS:
+        raise ValueError(
+            f"{written}: the label map is not on its input's voxel grid ({source}: axes {''.join(codes)} against "
+            f"{''.join(source_codes)}, first voxel {offset:.3g} voxels away); its geometry header cannot be copied."
+        )
+    for field in GEOMETRY_FIELDS:
+        header[field] = source_header[field]
+    pixdim = header["pixdim"].copy()
+    pixdim[:4] = source_header["pixdim"][:4]
+    header["pixdim"] = pixdim
+    spatial_unit, time_unit = int(source_header["xyzt_units"]) & 0x07, int(header["xyzt_units"]) & 0x38
+    header["xyzt_units"] = spatial_unit | time_unit
+    content = header.binaryblock + content[348:]
+    if written.name.lower().endswith(".gz"):
+        content = gzip.compress(content, compresslevel=nib.openers.Opener.default_compresslevel, mtime=0)
+    written.write_bytes(content)
+
+
+class AtomicImageWriter(ImageWriter):
+    """Write an image through MONAI's writer for its extension, via a temporary file and an atomic rename.
+
+    ``SaveImage`` calls ``set_data_array``, ``set_metadata`` and ``write`` on one writer object; this class records
+    the first two and replays them on MONAI's writer for the output's extension (``resolve_writer``, trying each
+    available backend in MONAI's order) when ``write`` knows the file name.
+
+    Args:
+        kwargs: passed to the MONAI writer's constructor.
+
+    Example (``SaveImaged`` in a bundle's postprocessing)::
+
+        {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
+         "writer": "litezoo.runtime.writers.AtomicImageWriter"}
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.init_kwargs = kwargs
+        self.calls: list[tuple[str, Any, Mapping[str, Any]]] = []
+
+    def set_data_array(self, data_array: Any, **kwargs: Any) -> None:
+        """Record the data and its options for the backend writer."""
+        self.calls.append(("set_data_array", data_array, kwargs))
+
+    def set_metadata(self, meta_dict: Mapping | None = None, **kwargs: Any) -> None:
+        """Record the meta data and its options for the backend writer."""
+        self.calls.append(("set_metadata", meta_dict, kwargs))
+
+    def write(self, filename: str | PathLike, verbose: bool = False, **kwargs: Any) -> None:
+        """Write ``filename`` atomically; a NIfTI label map of a NIfTI input gets the input's geometry header.
+
+        Raises:
+            OSError: no backend could write the file (the message names it and gives each backend's error), or the
+                rename failed.
+            ValueError: a NIfTI label map is not on its NIfTI input's voxel grid (:func:`keep_source_geometry`).
+        """
+        path = Path(filename)
+        errors = []
+        for backend in image_writer.resolve_writer(_extension(path.name)):
+            temporary = _temporary_path(path)
+            try:
+                writer = backend(**self.init_kwargs)
+                for method, value, options in self.calls:
+                    getattr(writer, method)(value, **options)
+                writer.write(temporary, verbose=verbose, **kwargs)
+                _fsync(temporary)
+            except Exception as err:  # noqa: BLE001 - try the next backend, report all at the end
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                errors.append(f"{backend.__name__}: {err}")
+                continue
+            try:
+                source = self._nifti_source(path)
+                if source is not None:
+                    keep_source_geometry(temporary, source)
+                    _fsync(temporary)
+                os.replace(temporary, path)
+            except BaseException as err:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                if isinstance(err, ValueError):
+                    logger.error("%s", err)  # MONAI's SaveImage reports only that no writer could write the file
+                raise
+            if verbose:
+                logger.info("Wrote %s", path)
+            return
+        raise OSError(f"Cannot write {path}: {'; '.join(errors) or 'no writer for this extension'}.")
+
+    def _nifti_source(self, path: Path) -> Path | None:
+        """The input file of a NIfTI output, when it is a NIfTI file too (its ``filename_or_obj`` meta data)."""
+        if not path.name.lower().endswith(NIFTI_SUFFIXES):
+            return None
+        for method, value, _ in self.calls:
+            if method == "set_metadata" and isinstance(value, Mapping):
+                source = value.get("filename_or_obj")
+                if isinstance(source, (str, PathLike)) and str(source).lower().endswith(NIFTI_SUFFIXES):
+                    return Path(source) if Path(source).is_file() else None
+        return None
