@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,20 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path():
+    """Undo what a test does to ``sys.path``.
+
+    A shared bundle's configs put the bundle folder first on ``sys.path`` when they initialize (so that its vendored
+    ``litezoo``, the networks and the runtime only, is what they load). A test that runs one in-process would leave it
+    there for the next test of the worker and for the processes those spawn, which then import the vendored package
+    and miss ``litezoo.tools``.
+    """
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -43,6 +43,7 @@ import importlib.resources
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from litezoo.runtime.dicom import DEFAULT_SERIES_SELECTION, SERIES_SELECTION_FILE
@@ -412,7 +413,7 @@ def generate_bundles(*names: str, root: str | None = None, check: bool = False) 
     Raises:
         ValueError: an unknown bundle name (the message lists the known ones).
     """
-    base = repository_root(root)
+    base = Path(root).resolve() if root is not None else repository_root()  # a new root gets its bundles/ written
     unknown = sorted(set(names) - set(BUNDLES))
     if unknown:
         raise ValueError(f"Unknown bundle(s) {unknown}; the catalogue has {sorted(BUNDLES)}.")
