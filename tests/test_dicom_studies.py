@@ -32,6 +32,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from dicom_fixtures import to_jpeg_lossless
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
@@ -327,22 +328,8 @@ def test_slices_are_ordered_along_the_normal_whatever_instance_numbers_say(tmp_p
 
 def _transcoded(folder: Path) -> list[pydicom.Dataset]:
     """A CT series transcoded to JPEG Lossless (Process 14, SV1) by GDCM, as PACS store them."""
-    import gdcm
-
     series = _series("CT_small.dcm", folder, 3)
-    for path in sorted(folder.iterdir()):
-        reader = gdcm.ImageReader()
-        reader.SetFileName(str(path))
-        assert reader.Read(), path
-        change = gdcm.ImageChangeTransferSyntax()
-        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
-        change.SetInput(reader.GetImage())
-        assert change.Change(), path
-        writer = gdcm.ImageWriter()
-        writer.SetFileName(str(path))
-        writer.SetFile(reader.GetFile())
-        writer.SetImage(change.GetOutput())
-        assert writer.Write(), path
+    to_jpeg_lossless(sorted(folder.iterdir()))
     return series
 
 

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from dicom_fixtures import to_jpeg_lossless
 from envs import python_env
 from monai.bundle import run
 from pydicom.data import get_testdata_file
@@ -185,28 +186,6 @@ def _run_app(env: Path, study: Path, out: Path, bundle: Path, rules: Path | None
                           timeout=900)  # fmt: skip
 
 
-def _to_jpeg_lossless(files: list[Path]) -> None:
-    """Transcode ``files`` in place to JPEG Lossless (Process 14, SV1) with GDCM, as PACS often store CT."""
-    import gdcm
-
-    for path in files:
-        reader = gdcm.ImageReader()
-        reader.SetFileName(str(path))
-        assert reader.Read(), path
-        change = gdcm.ImageChangeTransferSyntax()
-        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
-        change.SetInput(reader.GetImage())
-        assert change.Change(), path
-        writer = gdcm.ImageWriter()
-        writer.SetFileName(str(path))
-        writer.SetFile(reader.GetFile())
-        writer.SetImage(change.GetOutput())
-        assert writer.Write(), path
-    assert {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in files} == {
-        "1.2.840.10008.1.2.4.70"
-    }
-
-
 def _itk_grid(files: list[Path]) -> tuple[list[pydicom.Dataset], np.ndarray]:
     """The series' headers in ITK's order (increasing position along the normal) and its RAS affine in that order."""
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
@@ -368,7 +347,7 @@ def test_deploy_app_segments_a_clinical_study_into_a_valid_seg(deploy_env, tmp_p
     # the same study as a PACS stores it, the series JPEG Lossless compressed: the same label map
     compressed = tmp_path / "compressed"
     shutil.copytree(study, compressed)
-    _to_jpeg_lossless([compressed / path.name for path in series["main"]["files"]])
+    to_jpeg_lossless([compressed / path.name for path in series["main"]["files"]])
     result = _run_app(deploy_env, compressed, tmp_path / "jpeg_out", received)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     (jpeg_nifti,) = (tmp_path / "jpeg_out").glob("*_seg.nii.gz")
