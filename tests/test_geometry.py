@@ -225,10 +225,10 @@ def test_a_label_map_off_its_input_grid_is_refused(tmp_path):
     with pytest.raises(
         ValueError, match=r"other\.nii\.gz: the label map is not on its input's voxel grid .*first voxel 2 voxels away"
     ):
-        keep_source_geometry(other, source)
+        keep_source_geometry(nib.load(other).header, source, other)
     nib.save(nib.Nifti1Image(np.zeros((24, 24, 10), np.uint8), AFFINE), other)
     with pytest.raises(ValueError, match=r"the label map's shape \[24, 24, 10\] is not its input's \[24, 24, 12\]"):
-        keep_source_geometry(other, source)
+        keep_source_geometry(nib.load(other).header, source, other)
 
 
 # the end-to-end run: inputs that are segmented, with the warning each must carry in the report (None: none)

@@ -8,11 +8,12 @@ at worst a hidden ``.<name>.partial-*`` file stays behind.
 
 A NIfTI label map of a NIfTI input keeps the input's geometry header as it was: MONAI's writer sets qform and sform
 both to MONAI's affine (the input's sform) with code 1, which drops a qform that differs from the sform (a viewer
-that reads the qform would show the label somewhere else than the image) and rewrites the codes. Before the rename,
-:func:`keep_source_geometry` copies the input's qform and sform fields (quaternion, offsets, ``qfac`` and voxel
-sizes in ``pixdim[0:4]``, ``srow_*``, both codes and the spatial unit) onto the written header, after checking that
-the label map lies on the input's voxel grid: the same spatial shape, and MONAI's affine with the input's axis
-directions (``aff2axcodes``) and first voxel (within 0.01 voxel). The whole affine is not compared: for a sheared
+that reads the qform would show the label somewhere else than the image) and rewrites the codes. For a NIfTI input
+the label map is therefore written by :class:`SourceGeometryNiftiWriter`, whose :func:`keep_source_geometry` copies the
+input's qform and sform fields (quaternion, offsets, ``qfac`` and voxel sizes in ``pixdim[0:4]``, ``srow_*``, both
+codes and the spatial unit) onto the written header, after checking that the label map lies on the input's voxel grid:
+the same spatial shape, and MONAI's affine with the input's axis directions (``aff2axcodes``) and first voxel (within
+0.01 voxel), all before the one save (no second compression pass). The whole affine is not compared: for a sheared
 input MONAI's ``Invertd`` returns the voxels on the input's grid but an affine without the shear, which the copied
 sform puts right.
 """
@@ -20,8 +21,7 @@ sform puts right.
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
+import functools
 import logging
 import os
 import uuid
@@ -34,7 +34,7 @@ import numpy as np
 from monai.data import image_writer
 from monai.data.image_writer import ImageWriter
 
-__all__ = ["AtomicImageWriter", "keep_source_geometry"]
+__all__ = ["AtomicImageWriter", "SourceGeometryNiftiWriter", "keep_source_geometry"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,28 +92,24 @@ def _spatial_shape(header: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def keep_source_geometry(written: str | PathLike, source: str | PathLike) -> None:
-    """Give the NIfTI file ``written`` the qform and sform of the NIfTI file ``source``, as they are in its header.
+def keep_source_geometry(header: Any, source: str | PathLike, written: str | PathLike) -> None:
+    """Give the NIfTI ``header`` of a label map the qform and sform of the NIfTI file ``source``, as they are there.
 
-    The voxel data of ``written`` are not touched; only the geometry fields of its header (see the module
-    docstring) are replaced, so ``get_qform(coded=True)`` and ``get_sform(coded=True)`` of the result equal the
-    source's exactly.
+    Only the geometry fields (see the module docstring) are replaced, so ``get_qform(coded=True)`` and
+    ``get_sform(coded=True)`` of the written file equal the source's exactly.
 
     Args:
-        written: a NIfTI-1 file just written on the voxel grid of ``source`` (a label map, ``(X, Y, Z)``).
-        source: the NIfTI (-1 or -2) file it was computed from.
+        header: the header of the label map about to be written (``(X, Y, Z)``), with MONAI's affine in it.
+        source: the NIfTI (-1 or -2) file the label map was computed from.
+        written: the output path, for messages.
 
     Raises:
-        ValueError: ``written`` is not on the voxel grid of ``source`` (another spatial shape, other axis directions,
-            or a first voxel more than 0.01 voxel away), so copying the header would misplace it.
+        ValueError: the label map is not on the voxel grid of ``source`` (another spatial shape, other axis
+            directions, or a first voxel more than 0.01 voxel away), so copying the header would misplace it.
     """
     import nibabel as nib
 
-    written, source = Path(written), Path(source)
     source_header = nib.load(source).header
-    with nib.openers.ImageOpener(str(written)) as stream:
-        content = stream.read()
-    header = nib.Nifti1Header.from_fileobj(io.BytesIO(content[:348]), check=False)
     shape, source_shape = _spatial_shape(header), _spatial_shape(source_header)
     if shape != source_shape:
         raise ValueError(
@@ -135,10 +131,30 @@ def keep_source_geometry(written: str | PathLike, source: str | PathLike) -> Non
     header["pixdim"] = pixdim
     spatial_unit, time_unit = int(source_header["xyzt_units"]) & 0x07, int(header["xyzt_units"]) & 0x38
     header["xyzt_units"] = spatial_unit | time_unit
-    content = header.binaryblock + content[348:]
-    if written.name.lower().endswith(".gz"):
-        content = gzip.compress(content, compresslevel=nib.openers.Opener.default_compresslevel, mtime=0)
-    written.write_bytes(content)
+
+
+class SourceGeometryNiftiWriter(image_writer.NibabelWriter):
+    """MONAI's ``NibabelWriter`` that writes its input's qform and sform (:func:`keep_source_geometry`) in the one
+    save, instead of MONAI's affine with code 1 for both.
+
+    Args:
+        source: the NIfTI input of the label map.
+        kwargs: as ``NibabelWriter``.
+    """
+
+    def __init__(self, source: str | PathLike, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+
+    def write(self, filename: str | PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        """Build the image as ``NibabelWriter.write`` does, give it the source's geometry, save it once."""
+        import nibabel as nib
+
+        ImageWriter.write(self, filename, verbose=verbose)
+        image = self.create_backend_obj(self.data_obj, affine=self.affine, dtype=self.output_dtype, **obj_kwargs)
+        keep_source_geometry(image.header, self.source, filename)
+        # affine None: nibabel keeps the header's qform and sform instead of rewriting the sform from image.affine
+        nib.save(type(image)(image.dataobj, None, header=image.header), filename)
 
 
 class AtomicImageWriter(ImageWriter):
@@ -179,8 +195,12 @@ class AtomicImageWriter(ImageWriter):
             ValueError: a NIfTI label map is not on its NIfTI input's voxel grid (:func:`keep_source_geometry`).
         """
         path = Path(filename)
+        source = self._nifti_source(path)
+        backends = image_writer.resolve_writer(_extension(path.name))
+        if source is not None:  # a NIfTI input: nibabel, with the input's geometry header
+            backends = [functools.partial(SourceGeometryNiftiWriter, source)]
         errors = []
-        for backend in image_writer.resolve_writer(_extension(path.name)):
+        for backend in backends:
             temporary = _temporary_path(path)
             try:
                 writer = backend(**self.init_kwargs)
@@ -188,22 +208,21 @@ class AtomicImageWriter(ImageWriter):
                     getattr(writer, method)(value, **options)
                 writer.write(temporary, verbose=verbose, **kwargs)
                 _fsync(temporary)
+            except ValueError as err:  # the label map is not on its input's grid: no other backend would help
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                logger.error("%s", err)  # MONAI's SaveImage reports only that no writer could write the file
+                raise
             except Exception as err:  # noqa: BLE001 - try the next backend, report all at the end
                 with contextlib.suppress(OSError):
                     temporary.unlink()
-                errors.append(f"{backend.__name__}: {err}")
+                errors.append(f"{getattr(backend, '__name__', SourceGeometryNiftiWriter.__name__)}: {err}")
                 continue
             try:
-                source = self._nifti_source(path)
-                if source is not None:
-                    keep_source_geometry(temporary, source)
-                    _fsync(temporary)
                 os.replace(temporary, path)
-            except BaseException as err:
+            except BaseException:
                 with contextlib.suppress(OSError):
                     temporary.unlink()
-                if isinstance(err, ValueError):
-                    logger.error("%s", err)  # MONAI's SaveImage reports only that no writer could write the file
                 raise
             if verbose:
                 logger.info("Wrote %s", path)
