@@ -9,6 +9,7 @@ import fire
 from benchmarks.inference import benchmark_inference
 from benchmarks.networks import benchmark_networks
 from benchmarks.pipeline import benchmark_pipeline
+from benchmarks.precision import benchmark_precision
 from benchmarks.soak import benchmark_soak
 from benchmarks.training import benchmark_training
 
@@ -17,6 +18,7 @@ COMMANDS = {
     "training": benchmark_training,
     "inference": benchmark_inference,
     "pipeline": benchmark_pipeline,
+    "precision": benchmark_precision,
     "soak": benchmark_soak,
 }
 

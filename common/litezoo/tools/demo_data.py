@@ -104,21 +104,40 @@ def _volume_case(rng: np.random.RandomState, size: Sequence[int], classes: int) 
 
 
 def write_ct_volume(
-    path: str | Path, size: Sequence[int], spacing: Sequence[float], classes: int = 1, seed: int = 0
+    path: str | Path,
+    size: Sequence[int],
+    spacing: Sequence[float],
+    classes: int = 1,
+    seed: int = 0,
+    dtype: str = "int16",
 ) -> Path:
-    """Write one synthetic CT-like volume (Hounsfield units, float32 NIfTI) of ``size`` voxels at ``spacing`` mm,
-    centred on the scanner origin; benchmarks use it as a realistic-size input.
+    """Write one synthetic CT-like volume (Hounsfield units) of ``size`` voxels at ``spacing`` mm, centred on the
+    scanner origin; benchmarks use it as a realistic-size input.
+
+    Args:
+        path: the ``.nii.gz`` to write.
+        size: voxels per axis.
+        spacing: mm per axis.
+        classes: foreground classes of the phantom.
+        seed: the phantom's seed.
+        dtype: ``"int16"`` (rounded HU, as CT scanners and dcm2niix write them) or ``"float32"``.
 
     Returns:
         ``path``.
+
+    Raises:
+        ValueError: another dtype.
     """
     import nibabel as nib
 
+    if dtype not in ("int16", "float32"):
+        raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}.")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image, _ = _volume_case(np.random.RandomState(seed), size, classes)
+    values = np.rint(image).astype(np.int16) if dtype == "int16" else image.astype(np.float32)
     origin = [-0.5 * n * s for n, s in zip(size, spacing)]
-    nib.save(nib.Nifti1Image(image.astype(np.float32), nifti_affine(spacing, origin)), path)
+    nib.save(nib.Nifti1Image(values, nifti_affine(spacing, origin)), path)
     return path
 
 

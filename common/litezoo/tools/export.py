@@ -18,7 +18,12 @@ re-parameterised first (:func:`litezoo.nets.reparameterize`), so both files hold
 
 Both are reloaded (``torch.jit.load``, ONNX Runtime) and compared with the eager network on two inputs of different
 batch and spatial size (:func:`check_inputs`); only when both differ by at most the tolerance are they moved into
-``models/`` (temporary files beside them, then a rename each).
+``models/`` (temporary files beside them, then a rename each). The record also holds the bf16 check
+(:func:`bf16_check`: the ONNX model in OpenVINO with the bf16 precision hint against the eager network's
+probabilities, where OpenVINO is installed and the CPU reports BF16); only a passed check lets inference use the
+``openvino-bf16`` runtime. Last, the usable runtimes are timed on a batch of the inference config's
+``sw_batch_size`` windows of ``roi_size`` and the fastest is recorded in ``models/runtime.json``, which
+``backend: auto`` then reuses (:mod:`litezoo.runtime.inference`).
 """
 
 from __future__ import annotations
@@ -42,12 +47,24 @@ from torch import nn
 
 from litezoo import nets
 from litezoo.runtime.checkpoints import load_checkpoint
-from litezoo.runtime.inference import onnx_session
+from litezoo.runtime.inference import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    InferenceNetwork,
+    onnx_session,
+    openvino_bf16_support,
+    openvino_model,
+)
+from litezoo.runtime.options import as_bool
 from litezoo.runtime.records import EXPORT_RECORD, ONNX_RECORD_KEY, sha256_file
 from litezoo.tools.bundles.folders import find_bundles
 
 __all__ = [
+    "BF16_ARGMAX_AGREEMENT",
+    "BF16_MAX_PROBABILITY_DIFFERENCE",
+    "BF16_TIE",
     "ExportReport",
+    "bf16_check",
     "bundle_network",
     "check_inputs",
     "example_input",
@@ -62,8 +79,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # INFO lines per optimisation pass
-INPUT_NAME = "image"
-OUTPUT_NAME = "pred"
 
 
 def example_input(model: nn.Module, batch: int = 2, multiple: int = 2, seed: int = 0) -> torch.Tensor:
@@ -174,6 +189,74 @@ def max_abs_difference(
 
 
 TOLERANCE = 1e-4
+BF16_MAX_PROBABILITY_DIFFERENCE = 0.1
+BF16_ARGMAX_AGREEMENT = 0.999
+BF16_TIE = 2.0**-8  # one bf16 unit in the last place at 1/2: probabilities closer than this are a tie in bf16
+
+
+@torch.no_grad()
+def bf16_check(network: nn.Module, onnx_path: str | Path, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """Compare ``onnx_path`` run by OpenVINO with the bf16 precision hint against the eager f32 ``network``.
+
+    The comparison is on softmax probabilities over the class axis, for every input ``(B, C, *S)``: the largest
+    ``|p_bf16 - p_f32|`` over all voxels and classes, and the fraction of voxels whose argmax (the label written)
+    is the same, over all voxels and over the voxels that are not a tie.
+
+    Tolerance. bf16 keeps 8 significant bits (7 stored): rounding a weight or an activation to bf16 is off by up to
+    2^-8 (0.4%) relative; the convolutions accumulate in f32, and the errors of successive layers add up roughly
+    with the square root of their number. A logit difference that moves by δ moves a probability by at most δ/4
+    (the logistic's slope at 1/2). So the error is relative to the logits' scale: the demo's trained LUNet on its
+    held-out volumes has logit differences up to 46 and errors of them of 0.02 (median) to 0.45 (worst voxel,
+    1% of the range), hence |Δp| up to 0.096 where a voxel sits at a class boundary (and 15 labels of 786,432
+    changed). :data:`BF16_MAX_PROBABILITY_DIFFERENCE` (0.1) is that rounding bound for logits up to about 40;
+    more is not rounding. Labels: where the f32 network's two largest probabilities are closer than one bf16 unit
+    in the last place at 1/2 (:data:`BF16_TIE`, 2^-8) bf16 cannot order them, and either label is as good; of the
+    other voxels at most one in a thousand may change label (:data:`BF16_ARGMAX_AGREEMENT`). Ties are rare in a
+    trained network but are most voxels of a network with random weights, whose probabilities all sit near 1/2:
+    the eight bundles with random weights have max |Δp| 0.0001-0.011 and keep 95.6-99.8% of all labels, and
+    99.95-100% outside ties (figures per bundle in ``docs/cli.md``). The check inputs are random, so it catches
+    kernels that are wrong in bf16; what bf16 does to a trained network's Dice needs its data.
+
+    Args:
+        network: the eager network (f32, eval mode).
+        onnx_path: its ONNX export.
+        inputs: the export's check inputs (:func:`check_inputs`).
+
+    Returns:
+        ``passed`` and ``tolerance`` (``max_abs_dp``, ``argmax_agreement``, ``tie``), and either the measured
+        ``max_abs_dp``, ``argmax_agreement`` (all voxels), ``argmax_agreement_decided`` (the voxels that are not a
+        tie) and ``voxels``, or ``reason``: why no check could run (no OpenVINO, or no BF16 on this CPU).
+    """
+    tolerance = {
+        "max_abs_dp": BF16_MAX_PROBABILITY_DIFFERENCE,
+        "argmax_agreement": BF16_ARGMAX_AGREEMENT,
+        "tie": BF16_TIE,
+    }
+    supported, reason = openvino_bf16_support()
+    if not supported:
+        return {"passed": False, "reason": reason, "tolerance": tolerance}
+    compiled = openvino_model(onnx_path, precision="bf16")
+    output = compiled.output(OUTPUT_NAME)
+    worst, same, voxels, same_decided, decided = 0.0, 0, 0, 0, 0
+    for x in inputs:
+        expected = network(x).softmax(1)
+        actual = torch.from_numpy(compiled({INPUT_NAME: np.ascontiguousarray(x.numpy())})[output]).softmax(1)
+        worst = max(worst, float((expected - actual).abs().max()))
+        kept = expected.argmax(1) == actual.argmax(1)
+        top = expected.topk(2, dim=1).values
+        not_tie = top[:, 0] - top[:, 1] >= BF16_TIE
+        same, voxels = same + int(kept.sum()), voxels + kept.numel()
+        same_decided, decided = same_decided + int((kept & not_tie).sum()), decided + int(not_tie.sum())
+    agreement = same_decided / decided if decided else 1.0
+    return {
+        "passed": worst <= BF16_MAX_PROBABILITY_DIFFERENCE and agreement >= BF16_ARGMAX_AGREEMENT,
+        "max_abs_dp": worst,
+        "argmax_agreement": same / voxels,
+        "argmax_agreement_decided": agreement,
+        "voxels": voxels,
+        "decided_voxels": decided,
+        "tolerance": tolerance,
+    }
 
 
 @dataclass(frozen=True)
@@ -190,6 +273,9 @@ class ExportReport:
         torchscript_differences: max |eager - TorchScript| per input shape.
         onnx_differences: max |eager - ONNX Runtime| per input shape.
         sizes: bytes of ``model.pt``, ``model.ts`` and ``model.onnx``.
+        bf16: the bf16 check recorded in both files (:func:`bf16_check`).
+        runtime: the ``models/runtime.json`` record of the runtimes timed for the config's window batch
+            (:class:`~litezoo.runtime.inference.InferenceNetwork`, ``backend="auto"``); ``None`` when not timed.
     """
 
     bundle: Path
@@ -201,6 +287,8 @@ class ExportReport:
     torchscript_differences: tuple[float, ...]
     onnx_differences: tuple[float, ...]
     sizes: dict[str, int]
+    bf16: dict[str, Any]
+    runtime: dict[str, Any] | None
 
 
 def _read_json(path: Path, bundle_dir: Path) -> dict[str, Any]:
@@ -286,13 +374,31 @@ def _add_onnx_record(path: Path, record: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance: float = TOLERANCE) -> ExportReport:
-    """Write ``models/model.ts`` and ``models/model.onnx`` of one bundle from its ``models/model.pt``.
+def _time_runtimes(network: nn.Module, parser: ConfigParser, onnx_path: Path, checkpoint: Path) -> dict[str, Any]:
+    """Time every usable runtime on a batch of the config's ``sw_batch_size`` windows of ``roi_size`` and write
+    ``models/runtime.json``, as ``backend: auto`` does at the first inference."""
+    threads = int(parser.get_parsed_content("threads")) if "threads" in parser else 0
+    batch = int(parser.get_parsed_content("sw_batch_size")) if "sw_batch_size" in parser else 1
+    roi = [int(side) for side in parser.get_parsed_content("roi_size")]
+    x = torch.randn(batch, network.in_channels, *roi, generator=torch.Generator().manual_seed(0))
+    runtime = InferenceNetwork(network, "auto", onnx_path, checkpoint, threads=threads).eval()
+    with torch.inference_mode():
+        runtime(x)
+    return runtime.runtime_record
+
+
+def export_bundle(
+    bundle: str | Path, root: str | Path | None = None, tolerance: float = TOLERANCE, time_runtimes: bool = True
+) -> ExportReport:
+    """Write ``models/model.ts`` and ``models/model.onnx`` of one bundle from its ``models/model.pt``, record the
+    bf16 check (:func:`bf16_check`) in both, and time the runtimes for ``backend: auto`` (``models/runtime.json``).
 
     Args:
         bundle: a bundle folder, or the name of one under ``<root>/bundles``.
         root: the repository root (see :func:`litezoo.tools.bundles.verify.find_bundles`).
         tolerance: the largest max |eager - export| accepted on either input.
+        time_runtimes: time the usable runtimes on the config's window batch and write ``models/runtime.json``
+            (see :mod:`litezoo.runtime.inference`); ``False`` leaves that to the first inference.
 
     Returns:
         The files written and the differences measured.
@@ -320,6 +426,9 @@ def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance:
         "torch": torch.__version__.split("+")[0],
     }
     try:
+        to_onnx(network, onnx_tmp)
+        record["bf16"] = bf16_check(network, onnx_tmp, inputs)
+        _add_onnx_record(onnx_tmp, record)
         scripted = to_torchscript(network)
         method = "traced" if isinstance(scripted, torch.jit.TracedModule) else "scripted"
         save_net_with_metadata(
@@ -333,8 +442,6 @@ def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance:
                 EXPORT_RECORD: json.dumps(record | {"method": method}).encode(),
             },
         )
-        to_onnx(network, onnx_tmp)
-        _add_onnx_record(onnx_tmp, record)
         # the files compared are the files shipped
         ts_diff = _differences(network, torch.jit.load(str(ts_tmp), map_location="cpu"), inputs)
         onnx_diff = _differences(network, onnx_runner(onnx_tmp), inputs)
@@ -353,9 +460,9 @@ def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance:
         ts_tmp.unlink(missing_ok=True)
         onnx_tmp.unlink(missing_ok=True)
     sizes = {path.name: path.stat().st_size for path in (checkpoint, ts_path, onnx_path)}
-    report = ExportReport(bundle_dir, ts_path, onnx_path, method, deploy, shapes, ts_diff, onnx_diff, sizes)
+    bf16 = record["bf16"]
     logger.info(
-        "%s: %s TorchScript (max |diff| %s) and ONNX (max |diff| %s) on inputs %s%s; sizes %s",
+        "%s: %s TorchScript (max |diff| %s) and ONNX (max |diff| %s) on inputs %s%s; sizes %s; bf16 check %s",
         bundle_dir.name,
         method,
         ", ".join(f"{d:.1e}" for d in ts_diff),
@@ -363,17 +470,27 @@ def export_bundle(bundle: str | Path, root: str | Path | None = None, tolerance:
         ", ".join("x".join(map(str, shape)) for shape in shapes),
         " (deploy layout)" if deploy else "",
         ", ".join(f"{name} {size:,} B" for name, size in sizes.items()),
+        f"{'passed' if bf16['passed'] else 'failed'} (max |dp| {bf16['max_abs_dp']:.2g}, labels kept "
+        f"{bf16['argmax_agreement']:.5f}, {bf16['argmax_agreement_decided']:.5f} outside ties)"
+        if "max_abs_dp" in bf16
+        else f"not run: {bf16['reason']}",
     )
-    return report
+    runtime = _time_runtimes(network, parser, onnx_path, checkpoint) if time_runtimes else None
+    return ExportReport(
+        bundle_dir, ts_path, onnx_path, method, deploy, shapes, ts_diff, onnx_diff, sizes, bf16, runtime
+    )
 
 
-def export_bundles(*bundles: str, root: str | None = None, tolerance: float = TOLERANCE) -> None:
+def export_bundles(
+    *bundles: str, root: str | None = None, tolerance: float = TOLERANCE, time_runtimes: bool = True
+) -> None:
     """``litezoo export BUNDLE [BUNDLE ...]``: TorchScript and ONNX for each bundle (see :func:`export_bundle`).
 
     Args:
         bundles: bundle folders or names under ``<root>/bundles``; at least one.
         root: the repository root.
         tolerance: the largest max |eager - export| accepted.
+        time_runtimes: time the runtimes for ``backend: auto`` (``models/runtime.json``); ``false`` skips it.
 
     Raises:
         ValueError: no bundle given, or an export failed (see :func:`export_bundle`).
@@ -381,4 +498,4 @@ def export_bundles(*bundles: str, root: str | None = None, tolerance: float = TO
     if not bundles:
         raise ValueError("Name at least one bundle folder to export (it needs a trained models/model.pt).")
     for bundle in bundles:
-        export_bundle(bundle, root=root, tolerance=tolerance)
+        export_bundle(bundle, root=root, tolerance=tolerance, time_runtimes=as_bool(time_runtimes, "time_runtimes"))

@@ -36,9 +36,14 @@ MEDNEXT_PAPER = (
     "Transformer-driven Scaling of ConvNets for Medical Image Segmentation. MICCAI 2023."
 )
 
-# intensity normalisations (MONAI dictionary transforms, key "image")
-Z_SCORE_NONZERO = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True}
-Z_SCORE = {"_target_": "NormalizeIntensityd", "keys": "image"}
+# intensity normalisations (MONAI dictionary transforms, key "image"; z-scores computed in place, see
+# litezoo.runtime.transforms.InPlaceNormalizeIntensity)
+Z_SCORE_NONZERO = {
+    "_target_": "litezoo.runtime.transforms.InPlaceNormalizeIntensityd",
+    "keys": "image",
+    "nonzero": True,
+}
+Z_SCORE = {"_target_": "litezoo.runtime.transforms.InPlaceNormalizeIntensityd", "keys": "image"}
 UNIT_RANGE_8BIT = {
     "_target_": "ScaleIntensityRanged",
     "keys": "image",
@@ -97,6 +102,11 @@ RECIPE_KEYS = ("loss_name", "learning_rate", "batch_size", "epochs")
 SCHEDULER_KEYS = {"cosine": ("eta_min",), "step": ("step_fraction", "gamma")}
 # by spatial_dims: the written label maps' extension (2D images in, 2D out) and the formats read (metadata data_type)
 OUTPUT_EXTENSIONS = {2: ".png", 3: ".nii.gz"}
+# the "fast" inference profile (configs/fast.json, merged over inference.json), like TotalSegmentator's --fast: 3D
+# bundles run on a grid 1.5x coarser per axis (3.4x fewer voxels) with windows overlapping by a quarter instead of a
+# half; 2D bundles, which keep each image's own grid, with windows that do not overlap. Speed and Dice of both
+# profiles on the demo data: docs/benchmarks.md.
+FAST_PROFILES = {3: {"grid_scale": 1.5, "overlap": 0.25}, 2: {"overlap": 0.0}}
 DATA_TYPES = {2: "png, jpeg, nibabel, dicom", 3: "nibabel, dicom, nrrd"}
 RGB_CHANNELS = ("R", "G", "B")
 # modality texts that say nothing about the data (compared lower-case, stripped)
@@ -226,6 +236,11 @@ class BundleSpec:
     def output_ext(self) -> str:
         """Extension of the written label maps: NIfTI for 3D bundles, PNG for 2D ones (2D images in, 2D out)."""
         return OUTPUT_EXTENSIONS[self.spatial_dims]
+
+    @property
+    def fast(self) -> dict[str, Any]:
+        """The fast inference profile's overrides (:data:`FAST_PROFILES`), by ``spatial_dims``."""
+        return dict(FAST_PROFILES[self.spatial_dims])
 
     @property
     def data_type(self) -> str:

@@ -11,10 +11,11 @@ Each config is self-contained (MONAI Label, MONAI Deploy and ``monai.bundle load
 Templates
 ---------
 The configs under ``configs/`` are rendered from one skeleton each in ``templates/`` (package data): ``train.json``,
-``inference.json``, ``evaluate.json``, ``multi_gpu_train.json`` and ``metadata.json``; ``series_selection.json``, the
-DICOM series selection rules in the MONAI Deploy App SDK's format that ``inference.json`` reads (and a Deploy
-application can), is :data:`litezoo.runtime.dicom.DEFAULT_SERIES_SELECTION` as it is. A skeleton is a bundle config
-(same keys in the same order, ``@`` references, ``$`` expressions); what varies per bundle is marked with ``{{...}}``:
+``inference.json``, ``fast.json`` (the fast profile, merged over ``inference.json``), ``evaluate.json``,
+``multi_gpu_train.json`` and ``metadata.json``; ``series_selection.json``, the DICOM series selection rules in
+the MONAI Deploy App SDK's format that ``inference.json`` reads (and a Deploy application can), is
+:data:`litezoo.runtime.dicom.DEFAULT_SERIES_SELECTION` as it is. A skeleton is a bundle config (same keys in the
+same order, ``@`` references, ``$`` expressions); what varies per bundle is marked with ``{{...}}``:
 
 - ``"{{name}}"``, a whole string value: replaced by the JSON value of ``name`` (a number, list, object, ...).
   ``"/workspace/data/{{name}}"``, inside a longer string: the value is written into the text (strings as they are,
@@ -67,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_KINDS = ("train", "inference", "evaluate", "multi_gpu_train", "metadata")
+TEMPLATE_KINDS = ("train", "inference", "fast", "evaluate", "multi_gpu_train", "metadata")
 # packages the configs use beyond MONAI, torch and numpy (fire runs `python -m monai.bundle`; pynrrd reads NRRD;
 # python-gdcm lets pydicom decode JPEG Lossless and JPEG-LS DICOM)
 REQUIRED_PACKAGES = [
@@ -174,6 +175,7 @@ def spec_values(spec: BundleSpec) -> dict[str, Any]:
         "num_classes": len(spec.class_names),
         "output_ext": spec.output_ext,
         "data_type": spec.data_type,
+        "fast": spec.fast,
         "best_checkpoint": spec.checkpoint == "best",
         "final_checkpoint": spec.checkpoint == "final",
     }
@@ -352,9 +354,16 @@ def inference_config(spec: BundleSpec) -> dict[str, Any]:
     """``configs/inference.json``: a folder of images or DICOM series in, one ``uint8`` label map per input out,
     on the input's grid.
 
-    Resampling computes in float32: MONAI's default float64 grid doubles the memory of ``Spacingd`` and of its
-    inversion (peak 6.0 GiB -> 3.4 GiB for a 512x512x300 CT at 1 mm, measured in ``docs/benchmarks.md``)."""
+    The lean path (``resample_back: labels``): axis-aligned resampling by
+    :class:`litezoo.runtime.resampling.ResampleToSpacingd`, the argmax at the network's grid, and the uint8 label map
+    put back with nearest neighbour; ``resample_back: probabilities`` inverts the probabilities as model-zoo's
+    bundles do (slower, measured in ``docs/benchmarks.md``)."""
     return render_template("inference", spec_values(spec), spec.name)
+
+
+def fast_config(spec: BundleSpec) -> dict[str, Any]:
+    """``configs/fast.json``: the fast profile, merged over ``inference.json`` by ``monai.bundle run``."""
+    return render_template("fast", spec_values(spec), spec.name)
 
 
 def _metadata_values(spec: BundleSpec) -> dict[str, Any]:
@@ -393,6 +402,7 @@ def bundle_files(spec: BundleSpec, license_text: str) -> dict[str, str]:
         "configs/metadata.json": _json(metadata(spec)),
         "configs/train.json": _json(train_config(spec)),
         "configs/inference.json": _json(inference_config(spec)),
+        "configs/fast.json": _json(fast_config(spec)),
         "configs/evaluate.json": _json(evaluate_config(spec)),
         "configs/multi_gpu_train.json": _json(multi_gpu_config(spec)),
         f"configs/{SERIES_SELECTION_FILE}": _json(DEFAULT_SERIES_SELECTION),
