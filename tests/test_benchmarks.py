@@ -89,30 +89,41 @@ def test_benchmark_inference_report(tmp_path):
     )
     row = next(line for line in text.splitlines() if line.startswith("| lunet_small_1f |"))
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
-    assert all(float(cells[i]) > 0 for i in (3, 4, 5)), "eager, channels-last and ONNX Runtime timed"
-    assert float(cells[-1]) <= 1e-4, "every runtime gives the eager probabilities"
+    assert all(float(cells[i]) > 0 for i in (3, 4, 5, 6)), "eager, channels-last, ONNX Runtime and OpenVINO timed"
+    assert float(cells[-1]) <= 1e-4, "every f32 runtime gives the eager probabilities"
     assert "G multiply-adds/s" in text and "GB/s" in text
     targets = text.split("## Targets")[1]
     assert "lunet_small_1f vs unet_small_1f" in targets and "memory bound" in targets
 
 
 def test_benchmark_pipeline_report(tmp_path):
+    import json
+
     from benchmarks.pipeline import benchmark_pipeline
 
     text = benchmark_pipeline(
         bundles="lunet_segmentation", volumes="48x48x24@1.5", repeats=1, output=None, work_dir=str(tmp_path)
     )
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    table, targets = text.split("## Targets")
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].split("|")[1:-1]]
-    rows = {cells[0]: dict(zip(header, cells)) for cells in ([c.strip() for c in ln.split("|")[1:-1]] for ln in lines)}
-    lunet, baseline = rows["lunet_segmentation"], rows["spleen baseline"]
-    assert lunet["runtime"] == "onnx", "an exported bundle runs in ONNX Runtime"
-    assert (lunet["grid mm"], baseline["grid mm"]) == ("1x1x1", "1.5x1.5x2"), "each resamples to its own spacing"
-    wall, network = float(lunet["wall s"]), float(lunet["network s"])
-    assert 0 < network <= wall and float(lunet["peak RSS MiB"]) > 0 and lunet["vs baseline (wall)"].endswith("x")
-    assert int(lunet["windows"]) == int(baseline["windows"]) == 1, "a volume smaller than the ROI is one window"
-    assert float(lunet["network ms/window"]) == pytest.approx(1000 * network, abs=51), "network s has one decimal"
-    assert len(list((tmp_path / "outputs").glob("*/ct_seg.nii.gz"))) == 2
+    rows = [dict(zip(header, [c.strip() for c in ln.split("|")[1:-1]])) for ln in lines[2:]]
+    spleen = {row["runtime"]: row for row in rows if row["bundle"] == "spleen (model-zoo)"}
+    lunet = {(row["profile"], row["grid mm"]): row for row in rows if row["bundle"] == "lunet_segmentation"}
+    assert set(spleen) == {"torch", "onnx", "openvino"}, "model-zoo's bundle in eager, ONNX Runtime and OpenVINO"
+    assert set(lunet) == {("default", "1x1x1"), ("default", "1.5x1.5x2"), ("fast", "1.5x1.5x1.5")}
+    default = lunet[("default", "1x1x1")]
+    choice = json.loads((tmp_path / "lunet_segmentation" / "models" / "runtime.json").read_text())["choice"]
+    assert default["runtime"] == choice, "backend auto runs what litezoo export timed fastest"
+    assert spleen["torch"]["speed-up vs spleen as shipped"] == "1.00x"
+    wall, network = float(default["wall s"]), float(default["network s"])
+    assert 0 < network <= wall and float(default["other s"]) == pytest.approx(wall - network, abs=0.11)
+    assert float(default["peak RSS MiB"]) > 0 and default["speed-up vs spleen as shipped"].endswith("x")
+    assert all(int(row["windows"]) == 1 for row in rows), "a volume smaller than the ROI is one window"
+    assert len(list((tmp_path / "outputs").glob("*/ct_seg.nii.gz"))) == 3
+    assert len(list((tmp_path / "outputs").glob("*/ct/ct_trans.nii.gz"))) == 3, "model-zoo's own output layout"
+    assert "at its own grid: faster than the spleen bundle as shipped" in targets
+    assert "at the spleen grid: >= 4x faster" in targets
 
 
 def test_benchmark_precision_report(tmp_path):
