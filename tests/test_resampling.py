@@ -231,6 +231,16 @@ def test_linear_restoration_of_several_classes_in_slabs(monkeypatch):
     assert float((lean.as_tensor() != old).float().mean()) <= 1e-5
 
 
+def test_one_sigmoid_output_is_foreground_above_one_half():
+    image = _image("ras")
+    data = _preprocess([1.5, 1.5, 2.0], "bilinear", fast=True)({"image": image.clone()})
+    logit = (data["image"] - 40) / 100
+    data["pred"] = MetaTensor(logit, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+    lean, nearest = _restored(data, "linear"), _restored(data, "nearest")
+    assert set(torch.unique(lean).tolist()) == {0, 1}
+    assert float((lean != nearest).float().mean()) <= 0.03
+
+
 def test_restore_modes_are_checked():
     with pytest.raises(ValueError, match="mode"):
         RestoreSourceGridd("pred", mode="cubic")

@@ -272,6 +272,8 @@ def _probabilities(scores: torch.Tensor) -> torch.Tensor:
     afterwards, and a second copy of them is the largest allocation of a case); for two classes only the
     foreground probability ``(1, *S)`` (``sigmoid(l1 - l0)``, the softmax's second channel), which decides the
     argmax alone."""
+    if scores.shape[0] == 1:  # one sigmoid output, as :func:`label_map` reads it: foreground above 1/2
+        return scores.sigmoid_()
     if scores.shape[0] == 2:
         return scores[1].sub_(scores[0]).sigmoid_().unsqueeze(0)
     scores.sub_(scores.amax(dim=0, keepdim=True)).exp_()
