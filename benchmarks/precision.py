@@ -161,7 +161,7 @@ def measure_bundle(
     Raises:
         RuntimeError: a run used another runtime than the one pinned.
     """
-    from litezoo.tools.demo import _score  # the demo's check of geometry and its Dice
+    from litezoo.tools.demo import score_predictions  # the demo's check of geometry and its Dice
 
     bundle, nifti, out = Path(bundle_dir), Path(nifti_dir), Path(output_dir)
     cases = sorted(p.name.removesuffix(".nii.gz") for p in Path(images).glob("*.nii.gz"))
@@ -171,7 +171,7 @@ def measure_bundle(
         result = measure_run(bundle, _config_files(bundle, profile), images, folder, overrides | {"backend": runtime})
         if result["runtime"] != runtime:
             raise RuntimeError(f"{bundle.name}: backend {runtime!r} was pinned but {result['runtime']!r} ran.")
-        result["dice"] = float(np.mean([row[0] for row in _score(cases, nifti, {runtime: folder})]))
+        result["dice"] = float(np.mean([row[0] for row in score_predictions(cases, nifti, {runtime: folder})]))
         return result
 
     for runtime in dict.fromkeys(runtime for runtime, _ in variants):
@@ -205,12 +205,12 @@ def _prepare_bundle(
     name: str, work: Path, dataset: Path, train_settings: dict[str, Any], common: dict[str, Any]
 ) -> dict[str, Any]:
     """Copy, train (as the demo does), export and quantise one bundle; return what the report needs."""
-    from litezoo.tools.demo import _check_roi, _find_bundle, _train
+    from litezoo.tools.demo import check_roi, find_bundle, train_bundle
     from litezoo.tools.export import export_bundle
     from litezoo.tools.quantize import quantize_bundle
 
-    source = _find_bundle(name, None)
-    _check_roi(source, common["roi_size"])
+    source = find_bundle(name, None)
+    check_roi(source, common["roi_size"])
     copy = work / "bundles" / name
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("eval", "*.pt", "*.ts", "*.onnx", "*_int8.json"))
@@ -220,7 +220,7 @@ def _prepare_bundle(
     logs = work / "logs" / name
     logs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _train(copy, dataset, train_settings, logs)
+    train_bundle(copy, dataset, train_settings, logs)
     trained = time.perf_counter()
     export = export_bundle(copy, time_runtimes=False)
     record = quantize_bundle(copy, dataset_dir=str(dataset), overrides=common)
@@ -276,7 +276,7 @@ def benchmark_precision(
         RuntimeError: training or a run failed.
     """
     from litezoo.runtime.inference import RUNTIMES
-    from litezoo.tools.demo import _check_settings, _numbers
+    from litezoo.tools.demo import check_settings, parse_numbers
     from litezoo.tools.demo_data import write_demo_dataset
 
     three_d = sorted(name for name, spec in BUNDLES.items() if spec.spatial_dims == 3)
@@ -290,9 +290,9 @@ def benchmark_precision(
         raise ValueError(f"runtimes must be among {list(RUNTIMES)}; got {unknown or runtime_list}.")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
-    size, spacing = _numbers(size, "size"), _numbers(spacing, "spacing", float)
-    roi = _numbers(roi_size, "roi_size")
-    val_interval = _check_settings(volumes, epochs, batch_size, val_interval, test_volumes, 1.0, size, spacing)
+    size, spacing = parse_numbers(size, "size"), parse_numbers(spacing, "spacing", float)
+    roi = parse_numbers(roi_size, "roi_size")
+    val_interval = check_settings(volumes, epochs, batch_size, val_interval, test_volumes, 1.0, size, spacing)
 
     work = Path(work_dir).resolve() if work_dir else Path(tempfile.mkdtemp(prefix="litezoo-precision-"))
     common = {"roi_size": list(roi), "pixdim": list(spacing)}

@@ -31,7 +31,15 @@ import numpy as np
 from litezoo.tools.bundles.folders import repository_root
 from litezoo.tools.report import markdown_table, write_report
 
-__all__ = ["run_demo"]
+__all__ = [
+    "check_roi",
+    "check_settings",
+    "find_bundle",
+    "parse_numbers",
+    "run_demo",
+    "score_predictions",
+    "train_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +49,7 @@ GENERATED = ("data", "predictions", "train.log", "inference_nifti.log", "inferen
 PROGRESS = re.compile(r"Epoch\[\d+\] Metrics -- |Key metric: ")
 
 
-def _numbers(value: Sequence[float] | str | float, name: str, kind: type = int) -> tuple:
+def parse_numbers(value: Sequence[float] | str | float, name: str, kind: type = int) -> tuple:
     """Normalise a size given in Python or by python-fire (``(64, 64, 32)``, ``[64, 64, 32]``, ``"64,64,32"``)."""
     if isinstance(value, str):
         value = [v for v in re.split(r"[,\s\[\]()]+", value) if v]
@@ -56,7 +64,7 @@ def _numbers(value: Sequence[float] | str | float, name: str, kind: type = int) 
     return numbers
 
 
-def _find_bundle(bundle: str, bundle_dir: str | Path | None) -> Path:
+def find_bundle(bundle: str, bundle_dir: str | Path | None) -> Path:
     """The bundle folder: ``bundle_dir`` when given, else ``bundles/<bundle>`` of the repository."""
     bundles = repository_root() / "bundles" if bundle_dir is None else None
     folder = Path(bundle_dir) if bundles is None else bundles / bundle
@@ -141,7 +149,7 @@ def _check_geometry(prediction, source, what: str) -> None:
         )
 
 
-def _score(cases: list[str], nifti: Path, predictions: dict[str, Path]) -> list[list[float]]:
+def score_predictions(cases: list[str], nifti: Path, predictions: dict[str, Path]) -> list[list[float]]:
     """Per case, the foreground Dice of each prediction kind after checking its geometry.
 
     The NIfTI prediction is checked against its image file; the DICOM prediction against the NIfTI twin of its
@@ -205,10 +213,11 @@ def run_demo(
     """
     from litezoo.tools.demo_data import write_demo_dataset
 
-    size, spacing, roi = _numbers(size, "size"), _numbers(spacing, "spacing", float), _numbers(roi_size, "roi_size")
-    val_interval = _check_settings(volumes, epochs, batch_size, val_interval, test_volumes, cache_rate, size, spacing)
-    source_bundle = _find_bundle(bundle, bundle_dir)
-    _check_roi(source_bundle, roi)
+    size, spacing = parse_numbers(size, "size"), parse_numbers(spacing, "spacing", float)
+    roi = parse_numbers(roi_size, "roi_size")
+    val_interval = check_settings(volumes, epochs, batch_size, val_interval, test_volumes, cache_rate, size, spacing)
+    source_bundle = find_bundle(bundle, bundle_dir)
+    check_roi(source_bundle, roi)
 
     start = time.perf_counter()
     output = Path(output_dir).resolve()
@@ -222,14 +231,14 @@ def run_demo(
     common = {"roi_size": list(roi), "pixdim": list(spacing)}
     train = common | {"batch_size": batch_size, "epochs": epochs, "val_interval": val_interval}
     train |= {"cache_rate": cache_rate}
-    model = _train(copy, data["nifti"], train, output)
+    model = train_bundle(copy, data["nifti"], train, output)
     trained = time.perf_counter()
 
     predictions = {kind: output / "predictions" / kind for kind in ("nifti", "dicom")}
     for kind, folder in predictions.items():
         _segment(copy, test[kind] / "imagesTr", folder, common, output, kind)
     cases = sorted(p.name.removesuffix(".nii.gz") for p in (test["nifti"] / "imagesTr").glob("*.nii.gz"))
-    scores = _score(cases, test["nifti"], predictions)
+    scores = score_predictions(cases, test["nifti"], predictions)
     finished = time.perf_counter()
 
     summary = (
@@ -244,7 +253,7 @@ def run_demo(
     logger.info("Demo finished in %.0f s\n%s", finished - start, text)
 
 
-def _check_settings(
+def check_settings(
     volumes: int,
     epochs: int,
     batch_size: int,
@@ -278,7 +287,7 @@ def _check_settings(
     return val_interval
 
 
-def _check_roi(bundle: Path, roi: Sequence[int]) -> None:
+def check_roi(bundle: Path, roi: Sequence[int]) -> None:
     """Raise ``ValueError`` unless ``roi`` fits the network of ``bundle``'s ``train.json``."""
     from monai.bundle import ConfigParser
 
@@ -292,7 +301,7 @@ def _check_roi(bundle: Path, roi: Sequence[int]) -> None:
         )
 
 
-def _train(bundle: Path, dataset: Path, settings: dict, output: Path) -> Path:
+def train_bundle(bundle: Path, dataset: Path, settings: dict, output: Path) -> Path:
     """Train ``bundle`` on ``dataset`` with ``python -m monai.bundle run training``; return its ``model.pt``."""
     log = output / "train.log"
     logger.info("Training %s for %d epochs (log: %s)", bundle.name, settings["epochs"], log)

@@ -40,6 +40,7 @@ inferer's ``sw_batch_size`` calibration windows, divided by the batch, per runti
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -57,10 +58,10 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from litezoo.runtime.inference import INT8_MODEL, INT8_RECORD
+from litezoo.runtime.inference import INPUT_NAME, INT8_MODEL, INT8_RECORD, OUTPUT_NAME, openvino_model
 from litezoo.runtime.records import ONNX_RECORD_KEY, export_record, sha256_file
 from litezoo.tools.bundles.folders import find_bundles
-from litezoo.tools.export import INPUT_NAME, OUTPUT_NAME, onnx_runner
+from litezoo.tools.export import onnx_runner
 
 __all__ = [
     "METHODS",
@@ -303,15 +304,12 @@ def quantize_onnx(source: str | Path, target: str | Path, reader: WindowReader, 
 
 
 def openvino_runner(path: str | Path, threads: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A ``tensor -> tensor`` callable running ``path`` in OpenVINO on the CPU (``threads`` threads, f32 inference
-    precision for what the model does not quantise), or ``None`` when ``openvino`` is not installed."""
-    try:
-        import openvino
-    except ImportError:
+    """A ``tensor -> tensor`` callable running ``path`` in OpenVINO on the CPU as inference compiles it
+    (:func:`litezoo.runtime.inference.openvino_model`: ``threads`` threads, f32 precision for what the model does not
+    quantise), or ``None`` when ``openvino`` is not installed."""
+    if importlib.util.find_spec("openvino") is None:
         return None
-    compiled = openvino.Core().compile_model(
-        str(path), "CPU", {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32"}
-    )
+    compiled = openvino_model(path, threads or None, precision="f32")
     request = compiled.create_infer_request()
 
     def run(x: torch.Tensor) -> torch.Tensor:
