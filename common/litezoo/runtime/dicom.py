@@ -92,12 +92,14 @@ __all__ = [
     "DicomStudy",
     "DicomStudyReader",
     "check_series",
+    "decoder_problem",
     "holds_dicom",
     "is_dicom_file",
     "load_series_selection",
     "read_series",
     "scan_study",
     "select_series",
+    "series_affine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -553,7 +555,7 @@ def _vector(instance: DicomInstance, keyword: str, size: int) -> np.ndarray:
     return values
 
 
-def _decoder_problem(syntax: str) -> str | None:
+def decoder_problem(syntax: str) -> str | None:
     """Why pixel data of ``syntax`` cannot be decoded here (``None`` when it can)."""
     uid = UID(syntax)
     if not uid.is_transfer_syntax:
@@ -585,7 +587,7 @@ def check_series(series: DicomSeries, folder: str | Path) -> None:
         ValueError: the first problem found; the message names the folder and the image where it can.
     """
     folder = Path(folder)
-    problems = {_decoder_problem(instance.transfer_syntax) for instance in series.instances} - {None}
+    problems = {decoder_problem(instance.transfer_syntax) for instance in series.instances} - {None}
     if problems:
         raise ValueError(f"{folder}: {sorted(problems)[0]}.")
     first = series.instances[0]
@@ -822,6 +824,8 @@ def c_order_float32(array: np.ndarray) -> np.ndarray:
 def no_series_message(study: DicomStudy, series_selection: str | os.PathLike | dict | None) -> str:
     """Why a folder has no series to segment: no DICOM image at all, or none the rules select."""
     if not study.candidates:
+        if study.ignored:
+            return f"{study.folder}: the folder holds no DICOM image series to segment (every entry was set aside)."
         return f"{study.folder}: the folder holds no DICOM image."
     rules = series_selection if isinstance(series_selection, (str, os.PathLike)) else "the default selection rules"
     listing = "; ".join(series.describe() for series in study.candidates)

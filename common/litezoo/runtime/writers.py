@@ -26,17 +26,18 @@ import functools
 import gzip
 import logging
 import os
+import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from monai.data import image_writer
 from monai.data.image_writer import ImageWriter
 
-__all__ = ["AtomicImageWriter", "NiftiLabelWriter", "keep_source_geometry"]
+__all__ = ["AtomicImageWriter", "NiftiLabelWriter", "atomic_write", "fsync_folder", "keep_source_geometry"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,50 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` so that a crash leaves the old file or the whole new one, and the new one is on disk on return.
+
+    ``write`` fills an open binary stream of a hidden temporary file in the same folder; the file is flushed and
+    ``fsync``'d, renamed onto ``path`` and the folder ``fsync``'d, so the name survives a power loss too. The file
+    gets the usual permissions (``0o666`` less the umask).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: the folder cannot be written (the temporary file is removed).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
 
 
 def _spatial_shape(header: Any) -> tuple[int, ...]:

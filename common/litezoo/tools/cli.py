@@ -16,6 +16,7 @@ from litezoo.tools.bundles.verify import verify_bundles
 from litezoo.tools.curves import plot_curves
 from litezoo.tools.demo import run_demo
 from litezoo.tools.export import export_bundles
+from litezoo.tools.node.service import serve
 from litezoo.tools.quantize import run_quantize
 from litezoo.tools.visualize import plot_overlays
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "package": package_bundles,
     "unpack": unpack_bundle,
     "demo": run_demo,
+    "serve": serve,
     "visualize": {
         "overlays": plot_overlays,
         "curves": plot_curves,
