@@ -168,7 +168,16 @@ def test_kill9_while_segmenting_then_restart(orthanc, node_factory, tmp_path):
     node.start()
     assert node.status()["recovered_at_start"], "the series being segmented went back to the queue"
     _each_once(orthanc, [_series_uid(first), _series_uid(second)])
-    assert node.count("done") == 2
+    wait_for(lambda: node.count("done") == 2, 30, "both jobs done")
+
+    # a crash between a successful send and the job's move to done/: the job is back in outbox/ at the restart
+    node.kill9()
+    job = next((node.workdir / "done").iterdir())
+    job.rename(node.workdir / "outbox" / job.name)
+    node.start()
+    wait_for(lambda: node.count("done") == 2, 60, "the SEG sent again")
+    assert json.loads((node.workdir / "done" / job.name / "job.json").read_text())["attempts"] == 2
+    _each_once(orthanc, [_series_uid(first), _series_uid(second)])  # the same instance: Orthanc holds it once
 
 
 def test_orthanc_down_while_sending_then_up(bundle, node_factory, tmp_path):
