@@ -10,6 +10,7 @@ from benchmarks.inference import benchmark_inference
 from benchmarks.networks import benchmark_networks
 from benchmarks.pipeline import benchmark_pipeline
 from benchmarks.precision import benchmark_precision
+from benchmarks.sharding import benchmark_sharding
 from benchmarks.soak import benchmark_soak
 from benchmarks.training import benchmark_training
 
@@ -20,6 +21,7 @@ COMMANDS = {
     "pipeline": benchmark_pipeline,
     "precision": benchmark_precision,
     "soak": benchmark_soak,
+    "sharding": benchmark_sharding,
 }
 
 if __name__ == "__main__":

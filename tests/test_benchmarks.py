@@ -167,3 +167,15 @@ def test_benchmark_precision_report(tmp_path):
     assert cells[1] in ("torch", "onnx", "openvino") and cells[5] == "18 -> 8" and cells[6].endswith("x")
     assert float(cells[4]) == pytest.approx(float(cells[2]) - float(cells[3]), abs=2e-4)
     assert (tmp_path / "bundles" / "lunet_segmentation" / "models" / "model_int8.json").is_file()
+
+
+def test_benchmark_sharding_report(tmp_path):
+    from benchmarks.sharding import benchmark_sharding
+
+    output = tmp_path / "sharding.md"
+    text = benchmark_sharding(cases=3, size="48x48x24", processes="1,2", repeats=1, output=str(output))
+    assert output.read_text().strip() == text.strip()
+    rows = [line for line in text.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert len(rows) == 2 and "cases/minute" in text and rows[0].rstrip(" |").endswith("1.00")
+    with pytest.raises(ValueError, match="Unknown bundle"):
+        benchmark_sharding(bundle="nope", output=None)

@@ -21,6 +21,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from PIL import Image
+from shared_bundles import bundle_with_weights
 
 from litezoo import nets
 from litezoo.tools.bundles import catalog
@@ -236,3 +237,55 @@ def test_multi_gpu_overlay_with_torchrun_on_cpu(bundle, tmp_path):
     log = _run(args + _overrides(smoke), cwd=tmp_path, launcher=launcher)
     assert "val_mean_dice" in log
     assert (copy / "models" / "model.pt").is_file() and (copy / "models" / "training_state.pt").is_file()
+
+
+def _report(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_sharded_inference_with_torchrun_on_cpu(bundle, tmp_path):
+    """``multi_gpu_inference.json`` with two gloo processes over 8 cases and a broken file: every case written once,
+    one merged report, a non-zero exit for the broken one; then a rerun with ``skip_existing`` does only the rest."""
+    smoke, data, kind = _setting(bundle, "native", tmp_path / "data", cases=8)
+    copy = bundle_with_weights(bundle, tmp_path / "bundle")
+    inputs, out = data[kind] / "imagesTr", tmp_path / "labels"
+    suffix = ".png" if kind == "png" else ".nii.gz"
+    (inputs / f"broken{suffix}").write_bytes(b"not an image")
+    configs = str([str(copy / "configs" / "inference.json"), str(copy / "configs" / "multi_gpu_inference.json")])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    args = ["monai.bundle", "run", "--config_file", configs, "--bundle_root", str(copy), "--dataset_dir", str(inputs)]
+    args += ["--output_dir", str(out), *_overrides(_inference_overrides(smoke) | {"backend": "torch"})]
+    first = subprocess.run(launcher + args, cwd=tmp_path, capture_output=True, text=True)
+    log = first.stdout + first.stderr
+    assert first.returncode != 0, "a failed case makes the run exit non-zero"
+    rows = _report(out / "inference_report.csv")
+    cases = sorted(p.name for p in inputs.iterdir())
+    assert sorted(Path(row["source"]).name for row in rows) == cases, log[-3000:]
+    assert [row["status"] for row in rows].count("written") == 8 and not list(out.glob("*.rank*.csv"))
+    (failed,) = [row for row in rows if row["status"] == "failed"]
+    assert failed["case"] == "broken"
+    assert len(list(out.glob(f"*_seg{suffix}"))) == 8
+    assert "Merged the reports of 2 processes" in log
+
+    (inputs / f"broken{suffix}").unlink()
+    removed = sorted(out.glob(f"*_seg{suffix}"))[:3]  # as if the process that wrote them had died first
+    for path in removed:
+        path.unlink()
+    second = subprocess.run(launcher + args + ["--skip_existing", "true"], cwd=tmp_path, capture_output=True, text=True)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    statuses = {row["case"]: row["status"] for row in _report(out / "inference_report.csv")}
+    assert sorted(name for name, status in statuses.items() if status == "written") == sorted(
+        p.name.removesuffix(f"_seg{suffix}") for p in removed
+    )
+    assert list(statuses.values()).count("skipped") == 5 and len(list(out.glob(f"*_seg{suffix}"))) == 8
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_mirroring_is_one_setting_off_by_default(bundle):
+    dims = _json(bundle, "inference")["spatial_dims"]
+    assert _parser(bundle, "inference").get_parsed_content("inferer").mirror_axes == ()
+    mirrored = _parser(bundle, "inference", {"mirror": "true"}).get_parsed_content("inferer")
+    assert mirrored.mirror_axes == tuple(range(dims))
+    assert _parser(bundle, "inference", {"mirror": [0, 1]}).get_parsed_content("inferer").mirror_axes == (0, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -42,3 +44,40 @@ def test_3d_network_refuses_2d_input():
 def test_roi_must_be_2d_or_3d():
     with pytest.raises(ValueError, match="roi_size"):
         SegmentationInferer(roi_size=(16,))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_mirroring_averages_the_flipped_passes_as_nnunet(dims):
+    torch.manual_seed(0)
+    conv = (torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d)(1, 2, 3, padding=1)  # not flip-symmetric
+    calls = []
+
+    def network(window):
+        calls.append(window.shape[0])
+        return conv(window)
+
+    image = torch.randn(1, 1, *[12] * dims)
+    plain = SegmentationInferer([12] * dims, mirror=False)(image, network)
+    calls.clear()
+    with torch.no_grad():
+        mirrored = SegmentationInferer([12] * dims, mirror=True)(image, network)
+        expected = torch.stack(
+            [
+                torch.flip(conv(torch.flip(image, flip)), flip)
+                for bits in itertools.product((0, 1), repeat=dims)
+                for flip in [tuple(2 + a for a, bit in enumerate(bits) if bit)]
+            ]
+        ).mean(0)
+    assert len(calls) == 2**dims, "one pass per combination of the axes"
+    torch.testing.assert_close(mirrored, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(mirrored, plain)
+    assert SegmentationInferer([12] * dims, mirror="false").mirror_axes == ()
+    assert SegmentationInferer([12] * dims, mirror=[1, 0]).mirror_axes == (0, 1)
+
+
+def test_mirroring_of_a_2d_network_on_a_volume_and_bad_axes(net2d):
+    volume = torch.randn(1, 1, 32, 32, 3)
+    with torch.no_grad():
+        assert SegmentationInferer((32, 32), mirror=True)(volume, net2d).shape == (1, 3, 32, 32, 3)
+    with pytest.raises(ValueError, match="spatial axes 0..1"):
+        SegmentationInferer((32, 32), mirror=[2])

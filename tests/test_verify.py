@@ -25,7 +25,7 @@ from litezoo.tools.bundles.verify import CHECKS, run_check, verify_bundles
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.parent.parent.name for p in (ROOT / "bundles").glob("*/configs/metadata.json"))
 SOURCE = "lunet_segmentation"  # the bundle the failure cases break
-OVERLAYS = ("configs/evaluate.json", "configs/multi_gpu_train.json")
+OVERLAYS = ("configs/evaluate.json", "configs/multi_gpu_train.json", "configs/multi_gpu_inference.json")
 
 
 def _dump(content: object) -> str:

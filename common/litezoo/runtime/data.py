@@ -537,10 +537,18 @@ def inference_datalist(
     output_dir: str | Path | None = None,
     output_ext: str = ".nii.gz",
     skip_existing: bool | str = False,
+    shard: int = 0,
+    num_shards: int = 1,
 ) -> list[dict]:
     """Inputs to segment: the ``test`` list of an MSD ``dataset.json``, else ``dataset_dir/imagesTs`` when it
     exists, else the images and DICOM series folders of ``dataset_dir`` itself (see :func:`sort_inputs`; files of
     unsupported types are listed too, so that each is reported as a failed case).
+
+    With ``num_shards`` > 1 (``torchrun`` with ``multi_gpu_inference.json``: one shard per rank) the sorted inputs are
+    dealt out in turn, input ``i`` to shard ``i % num_shards``, before ``skip_existing`` looks at the outputs: every
+    process computes the same shards from the same folder, whatever the others have written meanwhile, so each
+    input is segmented by exactly one process, and a rerun after a process died does the rest. The ignored entries
+    are listed by shard 0 only.
 
     The entries that are not segmented come after the cases, as ``{"image": path, STATUS_KEY: status,
     REASON_KEY: reason}`` so that ``inference_report.csv`` lists them: ``"skipped"`` for a case already segmented
@@ -553,10 +561,16 @@ def inference_datalist(
         output_ext: the label maps' suffix (``.nii.gz``, ``.png``...).
         skip_existing: leave out the inputs whose label map is already in ``output_dir`` (re-running a batch after
             an interruption); otherwise existing label maps are overwritten.
+        shard: which shard to list, ``0 <= shard < num_shards``.
+        num_shards: how many processes share the inputs.
 
     Raises:
-        ValueError: as :func:`list_images`, or two inputs with one case name (their outputs would collide).
+        ValueError: as :func:`list_images`, two inputs with one case name (their outputs would collide), or a shard
+            outside ``0..num_shards-1``.
     """
+    shard, num_shards = int(shard), int(num_shards)
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ValueError(f"Shard {shard} of {num_shards}: the shard must be 0..num_shards-1 and num_shards >= 1.")
     dataset_dir = Path(dataset_dir)
     msd = _msd_entries(dataset_dir, "test")
     ignored: list[tuple[str, str]] = []
@@ -577,6 +591,8 @@ def inference_datalist(
             f"Inputs of {folder} share case names {clashes} (e.g. a NIfTI file and a DICOM folder of the same name); "
             "their outputs would overwrite each other. Rename or separate them."
         )
+    if num_shards > 1:
+        images, ignored = images[shard::num_shards], ignored if shard == 0 else []
     if as_bool(skip_existing, "skip_existing"):
         if output_dir is None:
             raise ValueError("skip_existing needs output_dir, the folder of the label maps.")
@@ -621,6 +637,8 @@ class DeferredDatalist(Sequence):
         output_dir: where the label maps go (needed with ``skip_existing``).
         output_ext: the label maps' suffix.
         skip_existing: leave out the inputs whose label map is already in ``output_dir``.
+        shard: this process's shard of the inputs (its rank under ``torchrun``).
+        num_shards: how many processes share the inputs (the world size).
     """
 
     def __init__(
@@ -629,11 +647,15 @@ class DeferredDatalist(Sequence):
         output_dir: str | Path | None = None,
         output_ext: str = ".nii.gz",
         skip_existing: bool | str = False,
+        shard: int = 0,
+        num_shards: int = 1,
     ) -> None:
         self.dataset_dir = Path(dataset_dir)
         self.output_dir = output_dir
         self.output_ext = output_ext
         self.skip_existing = skip_existing
+        self.shard = shard
+        self.num_shards = num_shards
         self.items: list[dict] | None = None
 
     def resolve(self) -> list[dict]:
@@ -646,7 +668,9 @@ class DeferredDatalist(Sequence):
             ValueError: as :func:`inference_datalist`, on one line that ends with the ``--dataset_dir`` override.
         """
         try:
-            self.items = inference_datalist(self.dataset_dir, self.output_dir, self.output_ext, self.skip_existing)
+            self.items = inference_datalist(
+                self.dataset_dir, self.output_dir, self.output_ext, self.skip_existing, self.shard, self.num_shards
+            )
         except ValueError as err:
             raise ValueError(f"{err} Set --dataset_dir to the folder of the images to segment.") from None
         return self.items

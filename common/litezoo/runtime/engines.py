@@ -19,6 +19,11 @@ localizers and scouts, and the images of the series the selection rules did not 
 
 Errors that concern the whole run (no input, no writable output folder, missing or mismatched weights) still stop
 it at once.
+
+Sharded runs (``torchrun ... -m monai.bundle run`` with ``multi_gpu_inference.json``): each rank segments its shard
+of the inputs (:func:`litezoo.runtime.data.inference_datalist`) and writes ``inference_report.rank<r>.csv``; after
+all ranks have finished (a barrier), rank 0 merges them into ``inference_report.csv``; each rank then exits non-zero
+if one of its cases failed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
 from monai.data import Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
@@ -51,6 +57,16 @@ ENTRIES_KEY = "litezoo_entries"
 WARNINGS_KEY = "litezoo_warnings"
 """The key of a case's warnings from :func:`litezoo.runtime.data.check_source`, one per line (``""``: none); a
 written case's ``reason`` in the report is ``warning: ...`` for each (``" | "`` between them)."""
+
+
+REPORT_COLUMNS = ("case", "source", "status", "reason")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the torch.distributed process group, ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 # messages of the exceptions MONAI raises around the real error (transforms, config expressions and components)
@@ -314,6 +330,11 @@ class CaseEvaluator(SupervisedEvaluator):
                 any was written, and where the report is.
         """
         super().run(global_epoch)
+        rank, world = _rank_and_world()
+        if world > 1:  # every rank has written its report: rank 0 merges them into one
+            torch.distributed.barrier()
+            if rank == 0:
+                self._merge_reports(world)
         failed = [(source, reason) for source, status, reason in self.cases if status == "failed"]
         if not failed:
             return
@@ -326,19 +347,45 @@ class CaseEvaluator(SupervisedEvaluator):
             failed,
         )
 
-    def _write_report(self) -> Path:
-        path = self.output_dir / self.report_name
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.report_name}.", suffix=".tmp", dir=self.output_dir)
+    def _rank_report(self, rank: int) -> Path:
+        """The report of one rank of a sharded run (``inference_report.rank1.csv``)."""
+        name = Path(self.report_name)
+        return self.output_dir / f"{name.stem}.rank{rank}{name.suffix}"
+
+    def _write_rows(self, path: Path, rows: Sequence[Sequence[str]]) -> Path:
+        """Write the report ``path`` (header, then ``rows``) atomically."""
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
                 writer = csv.writer(stream, lineterminator="\n")
-                writer.writerow(["case", "source", "status", "reason"])
-                for source, status, reason in self.cases:
-                    writer.writerow([case_name(source), source, status, reason])
-                writer.writerows(self.entries)
+                writer.writerow(REPORT_COLUMNS)
+                writer.writerows(rows)
             os.chmod(temporary, 0o644)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        return path
+
+    def _write_report(self) -> Path:
+        """This run's report; in a sharded run, this rank's (merged by rank 0 at the end, :meth:`run`)."""
+        rank, world = _rank_and_world()
+        path = self._rank_report(rank) if world > 1 else self.output_dir / self.report_name
+        rows = [(case_name(source), source, status, reason) for source, status, reason in self.cases]
+        return self._write_rows(path, rows + [tuple(entry) for entry in self.entries])
+
+    def _merge_reports(self, world: int) -> Path:
+        """Merge the reports of ranks ``0..world-1`` into ``inference_report.csv``: the cases of all ranks by case
+        name, then the entries not segmented; the rank reports are removed."""
+        cases: list[list[str]] = []
+        entries: list[list[str]] = []
+        parts = [self._rank_report(rank) for rank in range(world)]
+        for part in parts:
+            with part.open(newline="", encoding="utf-8") as stream:
+                for row in list(csv.reader(stream))[1:]:
+                    (cases if row[2] in ("written", "failed") else entries).append(row)
+        path = self._write_rows(self.output_dir / self.report_name, sorted(cases) + entries)
+        for part in parts:
+            part.unlink(missing_ok=True)
+        logger.info("Merged the reports of %d processes into %s (%d cases)", world, path, len(cases))
         return path

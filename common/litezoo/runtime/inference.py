@@ -56,6 +56,7 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -75,6 +76,7 @@ from monai.inferers import Inferer, SlidingWindowInferer
 from monai.utils import convert_to_dst_type
 from torch import nn
 
+from litezoo.runtime.options import as_bool
 from litezoo.runtime.records import export_record, sha256_file
 
 __all__ = [
@@ -107,10 +109,17 @@ logger = logging.getLogger(__name__)
 class SegmentationInferer(Inferer):
     """Sliding-window inference, slice by slice when a 2D network meets a 3D volume.
 
+    Test-time mirroring (``mirror``, as nnU-Net does it): every window batch also goes through the network flipped
+    along each combination of the mirrored spatial axes (``2**axes`` passes: 8 for three axes), each output is
+    flipped back, and the logits are averaged. It multiplies the network's time by that number.
+
     Args:
         roi_size: the network's patch size (2 or 3 entries; the network's spatial dimensionality).
         sw_batch_size: windows (or slices' windows) per forward pass.
         overlap: overlap of neighbouring windows.
+        mirror: ``False`` (default), ``True`` (every spatial axis of the network's input, nnU-Net's default), or
+            the spatial axes to mirror (``[0, 1]``: not across slices); ``"true"``/``"false"`` as the command line
+            gives them.
         kwargs: further :class:`~monai.inferers.SlidingWindowInferer` arguments (``mode``, ``padding_mode``...).
 
     Example::
@@ -121,12 +130,45 @@ class SegmentationInferer(Inferer):
         torch.Size([1, 2, 80, 70, 5])
     """
 
-    def __init__(self, roi_size: Sequence[int], sw_batch_size: int = 4, overlap: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        roi_size: Sequence[int],
+        sw_batch_size: int = 4,
+        overlap: float = 0.5,
+        mirror: bool | str | Sequence[int] = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         if len(roi_size) not in (2, 3):
             raise ValueError(f"roi_size needs 2 or 3 entries, got {list(roi_size)}.")
         self.roi_size = tuple(int(s) for s in roi_size)
+        if isinstance(mirror, (bool, str)):
+            axes = list(range(len(self.roi_size))) if as_bool(mirror, "mirror") else []
+        else:
+            axes = sorted({int(axis) for axis in mirror})
+        if any(not 0 <= axis < len(self.roi_size) for axis in axes):
+            raise ValueError(
+                f"mirror {mirror!r}: the axes must be spatial axes 0..{len(self.roi_size) - 1} of the network's input."
+            )
+        self.mirror_axes = tuple(axes)
+        self.flips = [
+            tuple(2 + axis for axis, bit in zip(axes, bits) if bit)
+            for bits in itertools.product((0, 1), repeat=len(axes))
+        ]  # every combination of the axes, the identity first; tensor dims (after batch and channel)
         self.window = SlidingWindowInferer(self.roi_size, sw_batch_size, overlap, **kwargs)
+
+    def _mirrored(self, network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """``network`` averaged over the mirrorings of :attr:`flips` (the network itself without mirroring)."""
+        if len(self.flips) == 1:
+            return network
+
+        def averaged(window: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            total = network(window, *args, **kwargs)
+            for dims in self.flips[1:]:
+                total = total + torch.flip(network(torch.flip(window, dims), *args, **kwargs), dims)
+            return total / len(self.flips)
+
+        return averaged
 
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
@@ -137,6 +179,7 @@ class SegmentationInferer(Inferer):
             ValueError: a 3D network given 2D input, or any other rank the network cannot take.
         """
         spatial = inputs.dim() - 2
+        network = self._mirrored(network)
         if spatial == len(self.roi_size):
             return self.window(inputs, network, *args, **kwargs)
         if spatial == 3 and len(self.roi_size) == 2:

@@ -6,16 +6,17 @@ construction.
 a generated file is caught. Files written by training (``models/*.pt``, ``eval/``) are never touched.
 
 Each config is self-contained (MONAI Label, MONAI Deploy and ``monai.bundle load`` read one file); the overlays
-``evaluate.json`` and ``multi_gpu_train.json`` are merged over ``train.json`` by ``monai.bundle run``.
+``evaluate.json`` and ``multi_gpu_train.json`` are merged over ``train.json``, ``fast.json`` and
+``multi_gpu_inference.json`` over ``inference.json``, by ``monai.bundle run``.
 
 Templates
 ---------
 The configs under ``configs/`` are rendered from one skeleton each in ``templates/`` (package data): ``train.json``,
 ``inference.json``, ``fast.json`` (the fast profile, merged over ``inference.json``), ``evaluate.json``,
-``multi_gpu_train.json`` and ``metadata.json``; ``series_selection.json``, the DICOM series selection rules in
-the MONAI Deploy App SDK's format that ``inference.json`` reads (and a Deploy application can), is
-:data:`litezoo.runtime.dicom.DEFAULT_SERIES_SELECTION` as it is. A skeleton is a bundle config (same keys in the
-same order, ``@`` references, ``$`` expressions); what varies per bundle is marked with ``{{...}}``:
+``multi_gpu_train.json``, ``multi_gpu_inference.json`` and ``metadata.json``; ``series_selection.json``, the DICOM
+series selection rules in the MONAI Deploy App SDK's format that ``inference.json`` reads (and a Deploy application
+can), is :data:`litezoo.runtime.dicom.DEFAULT_SERIES_SELECTION` as it is. A skeleton is a bundle config (same keys
+in the same order, ``@`` references, ``$`` expressions); what varies per bundle is marked with ``{{...}}``:
 
 - ``"{{name}}"``, a whole string value: replaced by the JSON value of ``name`` (a number, list, object, ...).
   ``"/workspace/data/{{name}}"``, inside a longer string: the value is written into the text (strings as they are,
@@ -60,6 +61,7 @@ __all__ = [
     "load_template",
     "metadata",
     "multi_gpu_config",
+    "multi_gpu_inference_config",
     "rank_zero_handlers",
     "render_template",
     "spec_values",
@@ -68,7 +70,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_KINDS = ("train", "inference", "fast", "evaluate", "multi_gpu_train", "metadata")
+TEMPLATE_KINDS = ("train", "inference", "fast", "evaluate", "multi_gpu_train", "multi_gpu_inference", "metadata")
 # packages the configs use beyond MONAI, torch and numpy (fire runs `python -m monai.bundle`; pynrrd reads NRRD;
 # python-gdcm lets pydicom decode JPEG Lossless and JPEG-LS DICOM)
 REQUIRED_PACKAGES = [
@@ -350,6 +352,13 @@ def multi_gpu_config(spec: BundleSpec) -> dict[str, Any]:
     return render_template("multi_gpu_train", values, spec.name)
 
 
+def multi_gpu_inference_config(spec: BundleSpec) -> dict[str, Any]:
+    """``configs/multi_gpu_inference.json`` (over inference.json) for ``torchrun``: one shard of the inputs per rank,
+    NCCL on GPUs, gloo on CPU (each process then takes its share of the cores), one merged report
+    (:class:`litezoo.runtime.engines.CaseEvaluator`)."""
+    return render_template("multi_gpu_inference", spec_values(spec), spec.name)
+
+
 def inference_config(spec: BundleSpec) -> dict[str, Any]:
     """``configs/inference.json``: a folder of images or DICOM series in, one ``uint8`` label map per input out,
     on the input's grid.
@@ -405,6 +414,7 @@ def bundle_files(spec: BundleSpec, license_text: str) -> dict[str, str]:
         "configs/fast.json": _json(fast_config(spec)),
         "configs/evaluate.json": _json(evaluate_config(spec)),
         "configs/multi_gpu_train.json": _json(multi_gpu_config(spec)),
+        "configs/multi_gpu_inference.json": _json(multi_gpu_inference_config(spec)),
         f"configs/{SERIES_SELECTION_FILE}": _json(DEFAULT_SERIES_SELECTION),
         "configs/logging.conf": LOGGING_CONF,
         "docs/README.md": render_readme(spec),

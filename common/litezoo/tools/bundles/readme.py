@@ -104,6 +104,13 @@ def _commands(spec: BundleSpec) -> str:
         "refused with their UIDs). The outputs are NIfTI label maps on each series' grid:",
         "```bash\npython -m monai.bundle run --config_file <bundle>/configs/inference.json --bundle_root <bundle> "
         f"--dataset_dir /data/dicom --output_dir /data/labels{volume_args if two_d else ''}\n```",
+        "Segment an archive with several processes (`torchrun`: one shard of the inputs per process, on GPUs or "
+        "CPU cores, one node or several); each input is segmented by exactly one process, rank 0 merges the reports "
+        "into `inference_report.csv`, and after a process dies the same command with `--skip_existing true` does "
+        "the rest:",
+        "```bash\ntorchrun --standalone --nproc_per_node=<processes> -m monai.bundle run --config_file "
+        "\"['<bundle>/configs/inference.json','<bundle>/configs/multi_gpu_inference.json']\" --bundle_root <bundle> "
+        f"--dataset_dir /data/archive --output_dir /data/labels{volume_args}\n```",
         "Export to TorchScript (the archive carries `extra/metadata.json` and `extra/inference.json`) and to ONNX "
         "(input `image`, output `pred`, dynamic batch and spatial axes):",
         "```bash\npython -m monai.bundle ckpt_export network_def --filepath <bundle>/models/model.ts "
@@ -125,7 +132,8 @@ def _commands(spec: BundleSpec) -> str:
         "else PyTorch (channels-last for 3D networks on the CPU, but not networks with GroupNorm, whose "
         "channels-last kernel drifts by up to 5e-3). `--backend torch` or `--backend onnx` forces one; "
         "their probabilities agree within 1e-4. `--threads N` sets the intra-op threads; `--sw_batch_size` and "
-        "`--overlap` tune the sliding window.",
+        "`--overlap` tune the sliding window; `--mirror true` averages the network over mirrored windows (nnU-Net's "
+        "test-time mirroring: 8 passes in 3D, off by default).",
         "Check the bundle (files, metadata, configs, workflow properties, network shapes, TorchScript equality): "
         "`litezoo verify <bundle>`.",
         "Training curves: `tensorboard --logdir <bundle>/eval`. With the optional `mlflow` extra installed "

@@ -5,9 +5,10 @@ success and raises ``ValueError`` naming the file and the problem(s) on failure.
 (``ci/verify_bundle.py`` and its pre-commit hooks):
 
 * ``files`` - ``verify_bundle_directory`` (``LICENSE``, ``configs/metadata.json``, preferred ``inference.json``) and
-  pre-commit's ``check-added-large-files --maxkb=1024``. Stricter: the folder name pattern, ``train``, ``evaluate``
-  and ``multi_gpu_train`` configs, ``logging.conf``, ``docs/README.md`` and ``models/`` are all required; no
-  ``*.py`` at all (our code comes from the installed ``litezoo`` package, not a bundle ``scripts/``).
+  pre-commit's ``check-added-large-files --maxkb=1024``. Stricter: the folder name pattern, ``train``,
+  ``evaluate``, ``multi_gpu_train`` and ``multi_gpu_inference`` configs, ``logging.conf``, ``docs/README.md`` and
+  ``models/`` are all required; no ``*.py`` at all (our code comes from the installed ``litezoo`` package, not a
+  bundle ``scripts/``).
 * ``metadata`` - ``verify_metadata`` (JSON-Schema validation) and ``verify_version_changes``. We check our own
   rules instead of the schema: installed ``monai``/``torch``/``numpy`` and every ``required_packages_version``
   entry must equal the pins, no ``optional_packages_version``, exactly ``inputs.image`` and ``outputs.pred``,
@@ -75,6 +76,7 @@ REQUIRED_FILES = (
     "configs/inference.json",
     "configs/evaluate.json",
     "configs/multi_gpu_train.json",
+    "configs/multi_gpu_inference.json",
     "configs/logging.conf",
     "docs/README.md",
 )
