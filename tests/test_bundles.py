@@ -289,3 +289,17 @@ def test_mirroring_is_one_setting_off_by_default(bundle):
     mirrored = _parser(bundle, "inference", {"mirror": "true"}).get_parsed_content("inferer")
     assert mirrored.mirror_axes == tuple(range(dims))
     assert _parser(bundle, "inference", {"mirror": [0, 1]}).get_parsed_content("inferer").mirror_axes == (0, 1)
+
+
+def test_sharded_inference_with_fewer_inputs_than_processes(tmp_path):
+    """A shard with no input still reports (empty), so the merge and the barrier complete."""
+    smoke, data, kind = _setting("lunet_segmentation", "native", tmp_path / "data", cases=1)
+    copy = bundle_with_weights("lunet_segmentation", tmp_path / "bundle")
+    configs = str([str(copy / "configs" / "inference.json"), str(copy / "configs" / "multi_gpu_inference.json")])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    args = ["monai.bundle", "run", "--config_file", configs, "--bundle_root", str(copy)]
+    args += ["--dataset_dir", str(data[kind] / "imagesTr"), "--output_dir", str(tmp_path / "labels")]
+    result = subprocess.run(launcher + args + _overrides(_inference_overrides(smoke)), capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = _report(tmp_path / "labels" / "inference_report.csv")
+    assert [row["status"] for row in rows] == ["written"] and "no input in this shard" in result.stdout + result.stderr

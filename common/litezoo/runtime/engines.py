@@ -331,6 +331,10 @@ class CaseEvaluator(SupervisedEvaluator):
         """
         super().run(global_epoch)
         rank, world = _rank_and_world()
+        if world > 1 and self.state.epoch_length == 0:  # a shard with no input (fewer inputs than ranks)
+            logger.info("Rank %d of %d: no input in this shard", rank, world)
+            self.cases, self.entries = [], []
+            self._write_report()
         if world > 1:  # every rank has written its report: rank 0 merges them into one
             torch.distributed.barrier()
             if rank == 0:
@@ -354,6 +358,7 @@ class CaseEvaluator(SupervisedEvaluator):
 
     def _write_rows(self, path: Path, rows: Sequence[Sequence[str]]) -> Path:
         """Write the report ``path`` (header, then ``rows``) atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:

@@ -189,7 +189,7 @@ class DicomNode:
         except SegmentationError as err:
             self._fail(job, str(err))
             return
-        except Exception as err:  # noqa: BLE001 - one bad series must not stop the service; it is reported
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - one bad series must not stop the service
             logger.debug("series %s", job.name, exc_info=True)
             self._fail(job, f"{type(err).__name__}: {err}")
             return
