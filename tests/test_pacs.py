@@ -65,6 +65,12 @@ def _segs_by_series(orthanc: Orthanc) -> dict[str, list[str]]:
     return found
 
 
+def _status_with_done(node: Node, count: int) -> dict:
+    """The node's ``status.json`` once it lists ``count`` done jobs (it is rewritten up to twice a second), else {}."""
+    status = node.status()
+    return status if status.get("states", {}).get("done", {}).get("count") == count else {}
+
+
 def _series_uid(files: list[Path]) -> str:
     return str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
 
@@ -99,9 +105,9 @@ def test_series_from_storescu_and_pynetdicom_arrive_in_orthanc_as_segs(orthanc, 
     read_back = seg.get_pixels_by_source_instance(uids, combine_segments=True)
     assert np.array_equal(read_back, labels) and labels.any()
 
-    status = node.status()
-    assert status["states"]["done"]["count"] == 2 and status["states"]["failed"]["count"] == 0
-    assert status["peak_rss_mib"] > 0
+    # Orthanc holds a SEG before the node has its answer and records the job: wait for the record
+    status = wait_for(lambda: _status_with_done(node, 2), 30, "both jobs recorded as done")
+    assert status["states"]["failed"]["count"] == 0 and status["peak_rss_mib"] > 0
 
 
 def test_twenty_studies_from_four_clients_at_once(orthanc, node_factory, tmp_path, capsys):
@@ -129,8 +135,8 @@ def test_twenty_studies_from_four_clients_at_once(orthanc, node_factory, tmp_pat
     assert not errors, errors
     _each_once(orthanc, [_series_uid(files) for files in studies], timeout=900)
     total = time.monotonic() - start
-    status = node.status()
-    assert status["states"]["done"]["count"] == 20 and status["states"]["failed"]["count"] == 0
+    status = wait_for(lambda: _status_with_done(node, 20), 30, "20 jobs recorded as done")
+    assert status["states"]["failed"]["count"] == 0
     with capsys.disabled():
         print(
             f"\nnode load: 20 studies x 8 images from 4 clients; all sent in {sent:.1f} s, all SEGs in Orthanc after "
@@ -202,15 +208,16 @@ def test_malformed_instances_aborts_and_bad_series_leave_the_node_running(orthan
 
     node = node_factory(orthanc.destination, ["--allowed_aets", "CT_SCANNER,MR_SCANNER"]).start()
     files = hospital_ct_series(tmp_path / "ct", 6, jpeg_lossless=False)
+    aborted = hospital_ct_series(tmp_path / "aborted", 3, jpeg_lossless=False)
     ae = AE(ae_title="CT_SCANNER")
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", node.port, ae_title="LITEZOO")
     assert assoc.is_established
-    broken = pydicom.dcmread(files[0])
+    broken = pydicom.dcmread(aborted[0])
     del broken.SeriesInstanceUID  # a malformed instance: no series to file it under
     assert int(assoc.send_c_store(broken).Status) == 0xA900
-    assert int(assoc.send_c_store(pydicom.dcmread(files[1])).Status) == 0
-    assoc.abort()  # the modality drops the association halfway, then sends the series again
+    assert int(assoc.send_c_store(pydicom.dcmread(aborted[1])).Status) == 0
+    assoc.abort()  # the modality drops the association halfway: what was acknowledged is kept and segmented
     storescu(node.port, files)
 
     stranger = AE(ae_title="UNKNOWN")
@@ -223,13 +230,16 @@ def test_malformed_instances_aborts_and_bad_series_leave_the_node_running(orthan
     localizer[0].save_as(tmp_path / "topogram" / "localizer.dcm")
     (tmp_path / "topogram" / f"{localizer[0].SOPInstanceUID}.dcm").unlink()
     storescu(node.port, [tmp_path / "topogram" / "localizer.dcm"])
-    _each_once(orthanc, [_series_uid(files)])
+    found = _each_once(orthanc, [_series_uid(files), _series_uid(aborted)])
+    seg = pydicom.dcmread(orthanc.file(found[_series_uid(aborted)][0], tmp_path / "aborted.dcm"))
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert [item.ReferencedSOPInstanceUID for item in referenced] == [aborted[1].stem]
     wait_for(lambda: node.count("failed") == 1, SEGMENTED_S, "the localizer reported as not segmented")
     (failed,) = [job for job in (node.workdir / "failed").iterdir()]
     error = json.loads((failed / "job.json").read_text())["error"]
     assert "holds no DICOM image series to segment" in error, error
     assert "localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)" in error, error
-    assert node.count("done") == 1
+    wait_for(lambda: node.count("done") == 2, 30, "both series recorded as done")
     assert node.process is not None and node.process.poll() is None
 
 
